@@ -1,0 +1,154 @@
+//! WedSync's HTTP surface.
+//!
+//! Module map:
+//! - [`app`] / [`run`] (here): the router with its layers, and serving it until shutdown.
+//! - [`error`]: RFC 9457 problem+json, the one error shape.
+//! - [`extract`]: JSON, query and authentication extractors that reject with problems.
+//! - [`routes`]: the `/v1` API, one module per resource, plus health and docs.
+//! - [`telemetry`]: Prometheus metrics for requests and the database pool.
+//!
+//! Invariants: only this crate knows HTTP routing; every `/v1` handler takes a [`extract::Caller`]
+//! and scopes every store call by its organisation; no handler sleeps.
+
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, Method, Uri};
+use axum::response::IntoResponse;
+use tower_http::LatencyUnit;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use wedsync_core::clock::SharedClock;
+use wedsync_store::Store;
+
+use crate::error::ApiError;
+
+/// Settings the HTTP layer needs.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// Days before a wedding within which moving its date needs confirmation.
+    pub wedding_date_confirm_days: i64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            wedding_date_confirm_days: 30,
+        }
+    }
+}
+
+/// Everything a handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// The injected clock.
+    pub clock: SharedClock,
+    /// HTTP settings.
+    pub settings: Arc<HttpSettings>,
+    /// Renders `/metrics`.
+    pub metrics: telemetry::Metrics,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole application as a router, ready to serve or to test with `oneshot`.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.settings.body_limit;
+    let (api, _openapi) = routes::router().split_for_parts();
+    api.merge(routes::meta::router())
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(telemetry::track_requests))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                tracing::error!("handler panicked");
+                ApiError::internal().into_response()
+            },
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(LatencyUnit::Millis),
+                )
+                .make_span_with(|req: &Request| {
+                    let request_id = req
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let route = req
+                        .extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str)
+                        .unwrap_or_default();
+                    tracing::info_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        route,
+                        request_id,
+                        org_id = tracing::field::Empty,
+                    )
+                }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The OpenAPI document, generated from the route annotations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::router().split_for_parts().1
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::no_route(uri.path())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(method.as_str(), uri.path())
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight requests finish
+/// (for at most `grace`) before returning.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stopping_tx.send(true);
+    });
+    let mut stopping = stopping_rx;
+    tokio::select! {
+        result = serve => result,
+        _ = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    }
+}

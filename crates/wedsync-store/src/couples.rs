@@ -1,0 +1,357 @@
+//! Couples. Every change is audited and emits a canonical `client.*` event (couples are the
+//! vendor's clients); a wedding-date change carries the old and new date so that journeys
+//! can move their timers.
+
+use chrono::NaiveDate;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use wedsync_core::clock::{from_micros, to_micros};
+use wedsync_core::couple::{
+    Channel, Couple, CoupleFields, Partner, Venue, wedding_date_change_needs_confirmation,
+};
+use wedsync_core::id::{CoupleId, OrgId};
+use wedsync_core::org::TimeZone;
+use wedsync_core::validate::ValidationErrors;
+
+use crate::audit::{self, Change};
+use crate::entity::{booking, couple};
+use crate::outbox;
+use crate::page::{Page, PageRequest, paginate};
+use crate::{Actor, Store, StoreError, StoreResult};
+
+/// Filters for listing couples.
+#[derive(Debug, Clone, Default)]
+pub struct CoupleFilter {
+    /// Weddings on or after this day.
+    pub wedding_from: Option<NaiveDate>,
+    /// Weddings on or before this day.
+    pub wedding_to: Option<NaiveDate>,
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Conflict(format!("corrupt row: {e}"))
+}
+
+fn to_fields(m: &couple::Model) -> StoreResult<CoupleFields> {
+    let partner = |name: &str, email: &Option<String>, phone: &Option<String>, channel: &str| {
+        Ok::<_, StoreError>(Partner {
+            name: name.to_owned(),
+            email: email.clone(),
+            phone: phone.clone(),
+            preferred_channel: channel.parse::<Channel>().map_err(corrupt)?,
+        })
+    };
+    Ok(CoupleFields {
+        partners: [
+            partner(
+                &m.partner_a_name,
+                &m.partner_a_email,
+                &m.partner_a_phone,
+                &m.partner_a_channel,
+            )?,
+            partner(
+                &m.partner_b_name,
+                &m.partner_b_email,
+                &m.partner_b_phone,
+                &m.partner_b_channel,
+            )?,
+        ],
+        wedding_date: m.wedding_date,
+        time_zone: TimeZone::parse(&m.time_zone).map_err(corrupt)?,
+        venue: Venue {
+            name: m.venue_name.clone(),
+            address: m.venue_address.clone(),
+            latitude: m.venue_latitude,
+            longitude: m.venue_longitude,
+        },
+        notes: m.notes.clone(),
+    })
+}
+
+fn to_view(m: couple::Model) -> StoreResult<Couple> {
+    let fields = to_fields(&m)?;
+    Ok(Couple {
+        id: m.id.parse().map_err(corrupt)?,
+        partners: fields.partners.to_vec(),
+        wedding_date: fields.wedding_date,
+        time_zone: fields.time_zone.name().to_owned(),
+        venue: fields.venue,
+        notes: fields.notes,
+        created_at: from_micros(m.created_at),
+        updated_at: from_micros(m.updated_at),
+    })
+}
+
+fn apply(m: couple::Model, f: CoupleFields) -> couple::Model {
+    let [a, b] = f.partners;
+    couple::Model {
+        partner_a_name: a.name,
+        partner_a_email: a.email,
+        partner_a_phone: a.phone,
+        partner_a_channel: a.preferred_channel.as_str().to_owned(),
+        partner_b_name: b.name,
+        partner_b_email: b.email,
+        partner_b_phone: b.phone,
+        partner_b_channel: b.preferred_channel.as_str().to_owned(),
+        wedding_date: f.wedding_date,
+        time_zone: f.time_zone.name().to_owned(),
+        venue_name: f.venue.name,
+        venue_address: f.venue.address,
+        venue_latitude: f.venue.latitude,
+        venue_longitude: f.venue.longitude,
+        notes: f.notes,
+        ..m
+    }
+}
+
+/// What a couple update may do beyond changing fields.
+#[derive(Debug, Clone, Copy)]
+pub struct DateChangeRule {
+    /// Days before the wedding within which a date change needs confirmation.
+    pub window_days: i64,
+    /// Whether the caller confirmed a date change.
+    pub confirmed: bool,
+}
+
+impl Store {
+    /// Creates a couple.
+    pub async fn create_couple(
+        &self,
+        org: &OrgId,
+        fields: CoupleFields,
+        actor: &Actor,
+    ) -> StoreResult<Couple> {
+        let now = self.clock().now();
+        let blank = couple::Model {
+            id: CoupleId::new_at(now).to_string(),
+            org_id: org.to_string(),
+            partner_a_name: String::new(),
+            partner_a_email: None,
+            partner_a_phone: None,
+            partner_a_channel: String::new(),
+            partner_b_name: String::new(),
+            partner_b_email: None,
+            partner_b_phone: None,
+            partner_b_channel: String::new(),
+            wedding_date: fields.wedding_date,
+            time_zone: String::new(),
+            venue_name: None,
+            venue_address: None,
+            venue_latitude: None,
+            venue_longitude: None,
+            notes: None,
+            created_at: to_micros(now),
+            updated_at: to_micros(now),
+        };
+        let model = apply(blank, fields);
+        let tx = self.write_tx().await?;
+        couple::Entity::insert(couple::ActiveModel::from(model.clone()))
+            .exec(&tx)
+            .await?;
+        let view = to_view(model)?;
+        let json = serde_json::to_value(&view).ok();
+        audit::append(
+            &tx,
+            org,
+            now,
+            Change {
+                actor,
+                action: "couple.create",
+                target_type: "couple",
+                target_id: view.id.to_string(),
+                before: None,
+                after: json.clone(),
+            },
+        )
+        .await?;
+        outbox::emit(
+            &tx,
+            org,
+            now,
+            "client.created",
+            &view.id.to_string(),
+            serde_json::json!({ "couple": json }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    /// One couple of `org`.
+    pub async fn get_couple(&self, org: &OrgId, id: &CoupleId) -> StoreResult<Couple> {
+        couple::Entity::find_by_id(id.to_string())
+            .filter(couple::Column::OrgId.eq(org.to_string()))
+            .one(self.connection())
+            .await?
+            .map(to_view)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// A page of `org`'s couples, in creation order.
+    pub async fn list_couples(
+        &self,
+        org: &OrgId,
+        filter: &CoupleFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Couple>> {
+        let limit = page.limit();
+        let mut q = couple::Entity::find()
+            .filter(couple::Column::OrgId.eq(org.to_string()))
+            .order_by_asc(couple::Column::Id)
+            .limit(limit + 1);
+        if let Some(after) = &page.after {
+            q = q.filter(couple::Column::Id.gt(after.clone()));
+        }
+        if let Some(from) = filter.wedding_from {
+            q = q.filter(couple::Column::WeddingDate.gte(from));
+        }
+        if let Some(to) = filter.wedding_to {
+            q = q.filter(couple::Column::WeddingDate.lte(to));
+        }
+        let rows = q
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(to_view)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(rows, limit, |c| c.id.to_string()))
+    }
+
+    /// Changes a couple. `edit` receives the current fields and returns the new ones; it runs
+    /// inside the write transaction, so concurrent edits cannot overwrite each other unseen.
+    /// A wedding-date change close to the wedding needs `rule.confirmed`.
+    pub async fn update_couple<F>(
+        &self,
+        org: &OrgId,
+        id: &CoupleId,
+        actor: &Actor,
+        rule: DateChangeRule,
+        edit: F,
+    ) -> StoreResult<Couple>
+    where
+        F: FnOnce(&CoupleFields) -> Result<CoupleFields, ValidationErrors> + Send,
+    {
+        let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let current = couple::Entity::find_by_id(id.to_string())
+            .filter(couple::Column::OrgId.eq(org.to_string()))
+            .one(&tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let old_fields = to_fields(&current)?;
+        let new_fields = edit(&old_fields)?;
+        let (old_date, new_date) = (old_fields.wedding_date, new_fields.wedding_date);
+        if wedding_date_change_needs_confirmation(
+            old_date,
+            new_date,
+            old_fields.time_zone,
+            now,
+            rule.window_days,
+        ) && !rule.confirmed
+        {
+            return Err(StoreError::NeedsConfirmation(format!(
+                "moving a wedding from {old_date} to {new_date} is within {} days of the wedding; \
+                 repeat the request with \"confirm_wedding_date_change\": true",
+                rule.window_days
+            )));
+        }
+        let before = to_view(current.clone())?;
+        let model = couple::Model {
+            updated_at: to_micros(now),
+            ..apply(current, new_fields)
+        };
+        couple::Entity::update(couple::ActiveModel::from(model.clone()).reset_all())
+            .exec(&tx)
+            .await?;
+        let after = to_view(model)?;
+        let (before_json, after_json) = (
+            serde_json::to_value(&before).ok(),
+            serde_json::to_value(&after).ok(),
+        );
+        let date_changed = old_date != new_date;
+        audit::append(
+            &tx,
+            org,
+            now,
+            Change {
+                actor,
+                action: if date_changed {
+                    "couple.update.wedding_date"
+                } else {
+                    "couple.update"
+                },
+                target_type: "couple",
+                target_id: id.to_string(),
+                before: before_json,
+                after: after_json.clone(),
+            },
+        )
+        .await?;
+        let mut data = serde_json::json!({ "couple": after_json });
+        if date_changed {
+            data["wedding_date_changed"] = serde_json::json!({ "from": old_date, "to": new_date });
+        }
+        outbox::emit(&tx, org, now, "client.updated", &id.to_string(), data).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Deletes a couple that has no bookings (bookings must be deleted or moved first, so no
+    /// booking history disappears as a side effect).
+    pub async fn delete_couple(
+        &self,
+        org: &OrgId,
+        id: &CoupleId,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let current = couple::Entity::find_by_id(id.to_string())
+            .filter(couple::Column::OrgId.eq(org.to_string()))
+            .one(&tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let bookings = booking::Entity::find()
+            .filter(booking::Column::OrgId.eq(org.to_string()))
+            .filter(booking::Column::CoupleId.eq(id.to_string()))
+            .count(&tx)
+            .await?;
+        if bookings > 0 {
+            return Err(StoreError::Conflict(format!(
+                "the couple has {bookings} booking(s); delete them first"
+            )));
+        }
+        let before = to_view(current)?;
+        couple::Entity::delete_by_id(id.to_string())
+            .exec(&tx)
+            .await?;
+        audit::append(
+            &tx,
+            org,
+            now,
+            Change {
+                actor,
+                action: "couple.delete",
+                target_type: "couple",
+                target_id: id.to_string(),
+                before: serde_json::to_value(&before).ok(),
+                after: None,
+            },
+        )
+        .await?;
+        outbox::emit(
+            &tx,
+            org,
+            now,
+            "client.deleted",
+            &id.to_string(),
+            serde_json::json!({ "couple_id": id }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! WedSync persistence: one code path for embedded SQLite and PostgreSQL.
+//!
+//! Module map:
+//! - [`Store`] (here): connecting, migrating, schema checks, transactions.
+//! - [`migration`]: the one migration set both backends run.
+//! - [`entity`]: SeaORM entities, one per table.
+//! - [`orgs`], [`api_keys`], [`members`]: organisations and access.
+//! - [`couples`], [`bookings`]: the records the product revolves around.
+//! - [`audit`]: the hash-chained, append-only audit log and its verifier.
+//! - [`outbox`]: domain events written in the same transaction as the change causing them.
+//! - [`page`]: cursor paging shared by every list.
+//!
+//! Invariants: only this crate writes SQL; every query on organisation data filters by
+//! `org_id`; every change is written together with its audit entry and its outbox event in
+//! one transaction, so either all three exist or none does.
+
+pub mod api_keys;
+pub mod audit;
+pub mod bookings;
+pub mod couples;
+pub mod entity;
+mod error;
+pub mod members;
+pub mod migration;
+pub mod orgs;
+pub mod outbox;
+pub mod page;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use wedsync_core::clock::SharedClock;
+
+pub use error::{StoreError, StoreResult};
+pub use migration::Migrator;
+
+/// Who made a change, as recorded in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    /// A request authenticated with this API key.
+    ApiKey(wedsync_core::id::ApiKeyId),
+    /// An operator at the command line; the string is the OS user when known.
+    Cli(String),
+    /// The hub itself (background work).
+    System,
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::ApiKey(id) => write!(f, "api_key:{id}"),
+            Actor::Cli(user) => write!(f, "cli:{user}"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// `sqlite://…` or `postgres://…`.
+    pub url: String,
+    /// Upper bound on pooled connections.
+    pub max_connections: u32,
+    /// How long a statement waits for a locked SQLite database before failing.
+    pub busy_timeout: Duration,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL only: the schema to use instead of `public` (tests isolate themselves this
+    /// way inside one fresh database).
+    pub pg_schema: Option<String>,
+}
+
+impl StoreOptions {
+    /// Options for `url` with the defaults.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            max_connections: 10,
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(10),
+            pg_schema: None,
+        }
+    }
+
+    /// The URL of the embedded database in `data_dir`.
+    pub fn sqlite_in(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("wedsync.db").display())
+    }
+}
+
+/// Where the schema stands relative to this binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaStatus {
+    /// Every known migration is applied and there are no unknown ones.
+    Current,
+    /// Some migrations are pending.
+    Behind(Vec<String>),
+    /// The database has migrations this binary does not know.
+    TooNew(Vec<String>),
+}
+
+/// The database, with the clock every write stamps its rows with.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    clock: SharedClock,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its folder if needed) without migrating.
+    pub async fn connect(options: &StoreOptions, clock: SharedClock) -> StoreResult<Self> {
+        let url = options.url.as_str();
+        let mut opts = ConnectOptions::new(url);
+        opts.max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            let busy = options.busy_timeout;
+            // Parse the URL ourselves so the file and its folder can be created on first run.
+            let parsed: SqliteConnectOptions = url
+                .parse()
+                .map_err(|e| StoreError::Config(format!("database_url: {e}")))?;
+            let path = parsed.get_filename().to_owned();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Config(format!("cannot create data dir {}: {e}", dir.display()))
+                })?;
+            }
+            // WAL lets readers proceed while one writer commits. FULL synchronous syncs the
+            // WAL on every commit, so an acknowledged write survives power loss, not only a
+            // process crash (NORMAL would risk the last commits). Foreign keys are off by
+            // default in SQLite and must be switched on per connection.
+            opts.map_sqlx_sqlite_opts(move |o| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(busy)
+            });
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            if let Some(schema) = &options.pg_schema {
+                opts.set_schema_search_path(schema.clone());
+            }
+        } else {
+            return Err(StoreError::Config(
+                "database_url: must start with sqlite:// or postgres://".into(),
+            ));
+        }
+        let db = Database::connect(opts).await?;
+        Ok(Self { db, clock })
+    }
+
+    /// The underlying connection, for crates that add their own tables later.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// The clock this store stamps rows with.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Which backend this is.
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Where the schema stands. Never creates or changes anything.
+    pub async fn schema_status(&self) -> StoreResult<SchemaStatus> {
+        let known: Vec<String> = Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        let applied = self.applied_migrations().await?;
+        let unknown: Vec<String> = applied
+            .iter()
+            .filter(|a| !known.contains(a))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Ok(SchemaStatus::TooNew(unknown));
+        }
+        let pending: Vec<String> = known.into_iter().filter(|k| !applied.contains(k)).collect();
+        if pending.is_empty() {
+            Ok(SchemaStatus::Current)
+        } else {
+            Ok(SchemaStatus::Behind(pending))
+        }
+    }
+
+    async fn applied_migrations(&self) -> StoreResult<Vec<String>> {
+        let exists_sql = match self.backend() {
+            DbBackend::Sqlite => {
+                "SELECT 1 AS one FROM sqlite_master WHERE type = 'table' AND name = 'seaql_migrations'"
+            }
+            _ => {
+                "SELECT 1 AS one FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'seaql_migrations'"
+            }
+        };
+        let exists = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(self.backend(), exists_sql))
+            .await?
+            .is_some();
+        if !exists {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .db
+            .query_all_raw(sea_orm::Statement::from_string(
+                self.backend(),
+                "SELECT version FROM seaql_migrations ORDER BY version",
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "version").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Applies pending migrations, refusing a schema newer than this binary.
+    pub async fn migrate(&self) -> StoreResult<Vec<String>> {
+        match self.schema_status().await? {
+            SchemaStatus::TooNew(unknown) => Err(StoreError::SchemaTooNew { unknown }),
+            SchemaStatus::Current => Ok(Vec::new()),
+            SchemaStatus::Behind(pending) => {
+                Migrator::up(&self.db, None).await?;
+                tracing::info!(applied = ?pending, "database migrated");
+                Ok(pending)
+            }
+        }
+    }
+
+    /// Fails unless the schema is exactly what this binary expects.
+    pub async fn ensure_schema_current(&self) -> StoreResult<()> {
+        match self.schema_status().await? {
+            SchemaStatus::Current => Ok(()),
+            SchemaStatus::Behind(pending) => Err(StoreError::SchemaBehind { pending }),
+            SchemaStatus::TooNew(unknown) => Err(StoreError::SchemaTooNew { unknown }),
+        }
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.db.ping().await.map_err(StoreError::from)
+    }
+
+    /// Pool figures for metrics: (open connections, idle connections).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match self.backend() {
+            DbBackend::Sqlite => {
+                let pool = self.db.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            _ => {
+                let pool = self.db.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        }
+    }
+
+    /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`, taking the write lock
+    /// up front: a deferred transaction that reads and then writes can fail with
+    /// `SQLITE_BUSY` when another writer got there first, and the busy timeout cannot help.
+    pub(crate) async fn write_tx(&self) -> StoreResult<DatabaseTransaction> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        Ok(self.db.begin_with_options(options).await?)
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(self) -> StoreResult<()> {
+        self.db.close().await.map_err(StoreError::from)
+    }
+}
+
+/// Whether a database error is a uniqueness violation, so callers can answer 409.
+pub(crate) fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+/// Whether a database error is a foreign-key violation.
+pub(crate) fn is_fk_violation(err: &sea_orm::DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
+    )
+}

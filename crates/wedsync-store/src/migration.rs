@@ -1,0 +1,364 @@
+//! The one migration set, run on SQLite and PostgreSQL alike.
+//!
+//! Migrations are written with sea-query's schema builder so each backend gets its own
+//! dialect from the same code. Where a backend needs its own statement (triggers), the
+//! migration says so and covers both. Migrations are append-only: never edit a released one.
+
+use sea_orm::DbBackend;
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+/// The ordered list of migrations this binary knows.
+pub struct Migrator;
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_foundation::Migration)]
+    }
+}
+
+mod m0001_foundation {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0001_foundation"
+        }
+    }
+
+    fn fk(
+        name: &str,
+        from_table: &str,
+        from_cols: &[&'static str],
+        to_table: &str,
+        to_cols: &[&'static str],
+    ) -> ForeignKeyCreateStatement {
+        let mut fk = ForeignKey::create();
+        fk.name(name)
+            .from_tbl(Alias::new(from_table))
+            .to_tbl(Alias::new(to_table))
+            .on_delete(ForeignKeyAction::Restrict);
+        for col in from_cols {
+            fk.from_col(Alias::new(*col));
+        }
+        for col in to_cols {
+            fk.to_col(Alias::new(*col));
+        }
+        fk
+    }
+
+    fn index(name: &str, table: &str, cols: &[&'static str], unique: bool) -> IndexCreateStatement {
+        let mut idx = Index::create();
+        idx.name(name).table(Alias::new(table));
+        for col in cols {
+            idx.col(Alias::new(*col));
+        }
+        if unique {
+            idx.unique();
+        }
+        idx
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("organizations"))
+                        .col(string("id").primary_key())
+                        .col(text("name"))
+                        .col(string("time_zone"))
+                        .col(string("tier"))
+                        .col(string("country"))
+                        .col(string("currency"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .to_owned(),
+                )
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("members"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("email"))
+                        .col(text("name"))
+                        .col(string("role"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut fk(
+                            "fk_members_org",
+                            "members",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ux_members_org_email",
+                    "members",
+                    &["org_id", "email"],
+                    true,
+                ))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("api_keys"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(text("name"))
+                        .col(string("role"))
+                        .col(string("display_prefix"))
+                        .col(string("key_hash").unique_key())
+                        .col(string("created_by"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer_null("last_used_at"))
+                        .col(big_integer_null("revoked_at"))
+                        .foreign_key(&mut fk(
+                            "fk_api_keys_org",
+                            "api_keys",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_api_keys_org",
+                    "api_keys",
+                    &["org_id", "id"],
+                    false,
+                ))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("couples"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(text("partner_a_name"))
+                        .col(text_null("partner_a_email"))
+                        .col(string_null("partner_a_phone"))
+                        .col(string("partner_a_channel"))
+                        .col(text("partner_b_name"))
+                        .col(text_null("partner_b_email"))
+                        .col(string_null("partner_b_phone"))
+                        .col(string("partner_b_channel"))
+                        .col(date("wedding_date"))
+                        .col(string("time_zone"))
+                        .col(text_null("venue_name"))
+                        .col(text_null("venue_address"))
+                        .col(double_null("venue_latitude"))
+                        .col(double_null("venue_longitude"))
+                        .col(text_null("notes"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut fk(
+                            "fk_couples_org",
+                            "couples",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            // The composite unique key lets bookings reference (org_id, id), so the database
+            // itself refuses a booking that points at another organisation's couple.
+            manager
+                .create_index(index(
+                    "ux_couples_org_id",
+                    "couples",
+                    &["org_id", "id"],
+                    true,
+                ))
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_couples_org_date",
+                    "couples",
+                    &["org_id", "wedding_date"],
+                    false,
+                ))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("bookings"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("couple_id"))
+                        .col(text("service"))
+                        .col(big_integer("starts_at"))
+                        .col(big_integer("ends_at"))
+                        .col(string("status"))
+                        .col(big_integer("amount_minor"))
+                        .col(string("currency"))
+                        .col(text_null("notes"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut fk(
+                            "fk_bookings_org",
+                            "bookings",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .foreign_key(&mut fk(
+                            "fk_bookings_couple",
+                            "bookings",
+                            &["org_id", "couple_id"],
+                            "couples",
+                            &["org_id", "id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_bookings_org_starts",
+                    "bookings",
+                    &["org_id", "starts_at"],
+                    false,
+                ))
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_bookings_org_couple",
+                    "bookings",
+                    &["org_id", "couple_id"],
+                    false,
+                ))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("audit_log"))
+                        .col(string("org_id"))
+                        .col(big_integer("seq"))
+                        .col(string("id").unique_key())
+                        .col(big_integer("at"))
+                        .col(text("actor"))
+                        .col(string("action"))
+                        .col(string("target_type"))
+                        .col(string("target_id"))
+                        .col(text_null("before"))
+                        .col(text_null("after"))
+                        .col(string("prev_hash"))
+                        .col(string("hash"))
+                        .primary_key(
+                            Index::create()
+                                .col(Alias::new("org_id"))
+                                .col(Alias::new("seq")),
+                        )
+                        .foreign_key(&mut fk(
+                            "fk_audit_org",
+                            "audit_log",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("audit_heads"))
+                        .col(string("org_id").primary_key())
+                        .col(big_integer("seq"))
+                        .col(string("hash"))
+                        .foreign_key(&mut fk(
+                            "fk_audit_heads_org",
+                            "audit_heads",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("outbox"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("event_type"))
+                        .col(string("subject"))
+                        .col(text("data"))
+                        .col(big_integer("occurred_at"))
+                        .col(big_integer_null("published_at"))
+                        .foreign_key(&mut fk(
+                            "fk_outbox_org",
+                            "outbox",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_outbox_unpublished",
+                    "outbox",
+                    &["published_at", "id"],
+                    false,
+                ))
+                .await?;
+
+            // The audit log is append-only in the database too, so a bug (or a careless
+            // operator with a SQL shell) cannot rewrite history without first dropping these
+            // triggers; `wedsync audit verify` catches anyone who does.
+            let db = manager.get_connection();
+            match manager.get_database_backend() {
+                DbBackend::Sqlite => {
+                    db.execute_unprepared(
+                        "CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log \
+                         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+                    )
+                    .await?;
+                    db.execute_unprepared(
+                        "CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log \
+                         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END",
+                    )
+                    .await?;
+                }
+                DbBackend::Postgres => {
+                    db.execute_unprepared(
+                        "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS \
+                         $$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$",
+                    )
+                    .await?;
+                    db.execute_unprepared(
+                        "CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log \
+                         FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()",
+                    )
+                    .await?;
+                }
+                other => {
+                    return Err(DbErr::Migration(format!("unsupported backend {other:?}")));
+                }
+            }
+            Ok(())
+        }
+    }
+}

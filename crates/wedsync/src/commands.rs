@@ -1,0 +1,297 @@
+//! The subcommands. Each prints text for people or, with `--json`, one JSON document on
+//! stdout; logs go to stderr so they never mix with output meant for scripts.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use wedsync_core::clock::{SharedClock, SystemClock};
+use wedsync_core::org::{OrgSettings, Role};
+use wedsync_store::{Actor, Store, StoreError};
+
+use crate::config::Settings;
+use crate::{ApiKeyCommand, AuditCommand, Command, ConfigCommand, OrgCommand};
+
+/// Sets up structured logs on stderr, as text or JSON.
+pub fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if settings.log.format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn operator() -> Actor {
+    Actor::Cli(
+        std::env::var("USER")
+            .or_else(|_| std::env::var("USERNAME"))
+            .unwrap_or_else(|_| "operator".into()),
+    )
+}
+
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+async fn open(settings: &Settings, clock: SharedClock) -> anyhow::Result<Store> {
+    Store::connect(&settings.store_options(), clock)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                crate::config::redact_url(&settings.database_url())
+            )
+        })
+}
+
+/// Opens the store for an operator command: the embedded database is migrated on first use;
+/// PostgreSQL must already be current.
+async fn open_current(settings: &Settings) -> anyhow::Result<Store> {
+    let store = open(settings, Arc::new(SystemClock)).await?;
+    if settings.is_embedded() {
+        store.migrate().await?;
+    } else {
+        store.ensure_schema_current().await?;
+    }
+    Ok(store)
+}
+
+fn parse_org(raw: &str) -> anyhow::Result<wedsync_core::id::OrgId> {
+    raw.parse().map_err(|e| anyhow::anyhow!("--org: {e}"))
+}
+
+/// Runs one subcommand.
+pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => serve(settings, args.migrate).await,
+        Command::Migrate(out) => {
+            let store = open(&settings, Arc::new(SystemClock)).await?;
+            let applied = store.migrate().await?;
+            if out.json {
+                print_json(&serde_json::json!({ "applied": applied }));
+            } else if applied.is_empty() {
+                println!("the database schema is current");
+            } else {
+                println!(
+                    "applied {} migration(s): {}",
+                    applied.len(),
+                    applied.join(", ")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Org(OrgCommand::Create {
+            name,
+            time_zone,
+            tier,
+            country,
+            currency,
+            out,
+        }) => {
+            let org_settings = OrgSettings::parse(&name, &time_zone, &tier, &country, &currency)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = open_current(&settings).await?;
+            let org = store.create_org(org_settings, &operator()).await?;
+            if out.json {
+                print_json(&serde_json::to_value(&org)?);
+            } else {
+                println!("created organisation {} ({})", org.id, org.name);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Org(OrgCommand::List(out)) => {
+            let store = open_current(&settings).await?;
+            let orgs = store.list_orgs().await?;
+            if out.json {
+                print_json(&serde_json::to_value(&orgs)?);
+            } else if orgs.is_empty() {
+                println!("no organisations yet; create one with `wedsync org create`");
+            } else {
+                for org in orgs {
+                    println!(
+                        "{}  {}  {}  {}  {}/{}",
+                        org.id, org.name, org.tier, org.time_zone, org.country, org.currency
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ApiKey(ApiKeyCommand::Create {
+            org,
+            name,
+            role,
+            out,
+        }) => {
+            let org = parse_org(&org)?;
+            let role: Role = role
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--role: {e}"))?;
+            let store = open_current(&settings).await?;
+            let (info, secret) = match store.create_api_key(&org, &name, role, &operator()).await {
+                Err(StoreError::NotFound) => anyhow::bail!("no organisation {org}"),
+                other => other?,
+            };
+            if out.json {
+                print_json(&serde_json::json!({ "key": info, "secret": secret }));
+            } else {
+                println!("created API key {} ({}, {})", info.id, info.name, info.role);
+                println!("{secret}");
+                println!("this key is shown once: store it now");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ApiKey(ApiKeyCommand::List { org, out }) => {
+            let org = parse_org(&org)?;
+            let store = open_current(&settings).await?;
+            store
+                .get_org(&org)
+                .await
+                .map_err(|_| anyhow::anyhow!("no organisation {org}"))?;
+            let keys = store.list_api_keys(&org).await?;
+            if out.json {
+                print_json(&serde_json::to_value(&keys)?);
+            } else {
+                for k in keys {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    let used = k
+                        .last_used_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_else(|| "never used".into());
+                    println!(
+                        "{}  {}…  {}  {}  {}  {}",
+                        k.id, k.prefix, k.role, state, used, k.name
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ApiKey(ApiKeyCommand::Revoke { org, key_id, out }) => {
+            let org = parse_org(&org)?;
+            let key: wedsync_core::id::ApiKeyId =
+                key_id.parse().map_err(|e| anyhow::anyhow!("key id: {e}"))?;
+            let store = open_current(&settings).await?;
+            let info = match store.revoke_api_key(&org, &key, &operator()).await {
+                Err(StoreError::NotFound) => {
+                    anyhow::bail!("no API key {key} in organisation {org}")
+                }
+                other => other?,
+            };
+            if out.json {
+                print_json(&serde_json::to_value(&info)?);
+            } else {
+                println!("revoked API key {}", info.id);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify(out)) => {
+            let store = open_current(&settings).await?;
+            let report = store.verify_audit().await?;
+            if out.json {
+                print_json(&serde_json::to_value(&report)?);
+            } else if report.ok() {
+                println!(
+                    "audit log intact: {} entries in {} chains verified",
+                    report.entries, report.organizations
+                );
+            } else {
+                for f in &report.faults {
+                    println!(
+                        "audit log broken in {} at entry {}{}: {}",
+                        f.org_id,
+                        f.seq,
+                        f.entry_id
+                            .as_deref()
+                            .map(|id| format!(" ({id})"))
+                            .unwrap_or_default(),
+                        f.problem
+                    );
+                }
+            }
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Config(ConfigCommand::Check(out)) => {
+            let value = settings.redacted();
+            if out.json {
+                print_json(&value);
+            } else {
+                println!("configuration is valid:");
+                print_json(&value);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let store = open(&settings, clock.clone()).await?;
+    if settings.is_embedded() || migrate {
+        store.migrate().await?;
+    } else {
+        store.ensure_schema_current().await?;
+    }
+    let listener = tokio::net::TcpListener::bind(settings.listen_addr())
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    let state = wedsync_server::AppState {
+        store: store.clone(),
+        clock,
+        settings: Arc::new(wedsync_server::HttpSettings {
+            body_limit: settings.http.body_limit_bytes,
+            wedding_date_confirm_days: settings.rules.wedding_date_confirm_days,
+        }),
+        metrics: wedsync_server::telemetry::Metrics::global(),
+    };
+    tracing::info!(%addr, database = %crate::config::redact_url(&settings.database_url()), "wedsync listening");
+    println!("wedsync listening on http://{addr}");
+    wedsync_server::run(
+        listener,
+        state,
+        shutdown_signal(),
+        Duration::from_secs(settings.http.shutdown_grace_seconds),
+    )
+    .await?;
+    store.close().await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

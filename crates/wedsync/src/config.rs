@@ -1,0 +1,414 @@
+//! Layered configuration: defaults compiled in, then `wedsync.toml`, then `WEDSYNC_*`
+//! environment variables, then command-line flags. Every value is validated at start-up and
+//! an invalid one stops it with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// The defaults, in the same format a user writes; `wedsync config check` shows the result.
+const DEFAULTS: &str = r#"
+listen = "127.0.0.1:8080"
+data_dir = "./data"
+
+[database]
+max_connections = 10
+busy_timeout_ms = 5000
+acquire_timeout_ms = 10000
+
+[http]
+body_limit_bytes = 1048576
+shutdown_grace_seconds = 30
+
+[log]
+level = "info"
+format = "text"
+
+[rules]
+wedding_date_confirm_days = 30
+"#;
+
+/// Environment variables with the `WEDSYNC_` prefix that are not configuration keys.
+const NOT_CONFIG: &[&str] = &[
+    "WEDSYNC_CONFIG",
+    "WEDSYNC_TEST_DATABASE_URL",
+    "WEDSYNC_TEST_LOG",
+];
+
+/// The effective configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address `serve` listens on.
+    pub listen: String,
+    /// Where the embedded database (and later other local state) lives.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; the embedded SQLite file in `data_dir` when absent.
+    #[serde(default)]
+    pub database_url: Option<SecretString>,
+    /// Database pool settings.
+    pub database: DatabaseSettings,
+    /// HTTP settings.
+    pub http: HttpSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// Product rules.
+    pub rules: RuleSettings,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Pool size.
+    pub max_connections: u32,
+    /// SQLite: how long a write waits for the lock.
+    pub busy_timeout_ms: u64,
+    /// How long a request waits for a pooled connection.
+    pub acquire_timeout_ms: u64,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Largest request body, in bytes.
+    pub body_limit_bytes: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter, e.g. `info` or `wedsync=debug,info`.
+    pub level: String,
+    /// `text` for people, `json` for log pipelines.
+    pub format: String,
+}
+
+/// `[rules]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// Days before a wedding within which moving its date needs explicit confirmation.
+    pub wedding_date_confirm_days: i64,
+}
+
+/// Values given as command-line flags, which override everything else.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--database-url`.
+    pub database_url: Option<String>,
+}
+
+/// A configuration error; its message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads the layers. `file` is `--config`/`WEDSYNC_CONFIG`; without it `./wedsync.toml`
+    /// is read when present.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                builder =
+                    builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+            }
+            None => {
+                builder = builder.add_source(
+                    config::File::with_name("wedsync.toml")
+                        .format(config::FileFormat::Toml)
+                        .required(false),
+                );
+            }
+        }
+        let vars: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("WEDSYNC_") && !NOT_CONFIG.contains(&k.as_str()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("WEDSYNC")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(vars)),
+        );
+        let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
+                   key: &str,
+                   v: Option<String>| match v {
+            Some(v) => b.set_override(key, v),
+            None => Ok(b),
+        };
+        builder = set(builder, "listen", overrides.listen.clone())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        builder = set(
+            builder,
+            "data_dir",
+            overrides.data_dir.as_ref().map(|p| p.display().to_string()),
+        )
+        .map_err(|e| ConfigError(e.to_string()))?;
+        builder = set(builder, "database_url", overrides.database_url.clone())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| ConfigError(e.to_string()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, why: String| Err(ConfigError(format!("{key}: {why}")));
+        if self.listen.parse::<SocketAddr>().is_err() {
+            return fail(
+                "listen",
+                format!("`{}` is not an address such as 127.0.0.1:8080", self.listen),
+            );
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return fail("data_dir", "must not be empty".into());
+        }
+        if let Some(url) = &self.database_url {
+            let url = url.expose_secret();
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+            {
+                return fail(
+                    "database_url",
+                    "must start with postgres:// or sqlite://".into(),
+                );
+            }
+        }
+        if self.database.max_connections == 0 {
+            return fail("database.max_connections", "must be at least 1".into());
+        }
+        if self.http.body_limit_bytes < 1024 {
+            return fail("http.body_limit_bytes", "must be at least 1024".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return fail(
+                "log.level",
+                format!(
+                    "`{}` is not a log filter such as info or wedsync=debug",
+                    self.log.level
+                ),
+            );
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return fail(
+                "log.format",
+                format!("`{}` is not one of text, json", self.log.format),
+            );
+        }
+        if !(0..=365).contains(&self.rules.wedding_date_confirm_days) {
+            return fail(
+                "rules.wedding_date_confirm_days",
+                "must be between 0 and 365".into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one, or the embedded SQLite file.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => wedsync_store::StoreOptions::sqlite_in(&self.data_dir),
+        }
+    }
+
+    /// Whether the store is the embedded default (which `serve` migrates automatically).
+    pub fn is_embedded(&self) -> bool {
+        self.database_url().starts_with("sqlite:")
+    }
+
+    /// The listen address (validated by [`Settings::load`]).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// The store options these settings describe.
+    pub fn store_options(&self) -> wedsync_store::StoreOptions {
+        let mut options = wedsync_store::StoreOptions::new(self.database_url());
+        options.max_connections = self.database.max_connections;
+        options.busy_timeout = std::time::Duration::from_millis(self.database.busy_timeout_ms);
+        options.acquire_timeout =
+            std::time::Duration::from_millis(self.database.acquire_timeout_ms);
+        options
+    }
+
+    /// The effective configuration with secrets redacted, for `config check`.
+    pub fn redacted(&self) -> serde_json::Value {
+        serde_json::json!({
+            "listen": self.listen,
+            "data_dir": self.data_dir,
+            "database_url": redact_url(&self.database_url()),
+            "database": self.database,
+            "http": self.http,
+            "log": self.log,
+            "rules": self.rules,
+        })
+    }
+}
+
+/// Replaces the password in a URL's user-info with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map(|(u, _)| u).unwrap_or(userinfo);
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{tail}")
+            } else {
+                format!("{scheme}://{user}@{host}{tail}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)], overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("none.toml");
+        std::fs::write(&missing, "").expect("write");
+        Settings::load(
+            Some(&missing),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            overrides,
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = load(&[], &Overrides::default()).expect("defaults");
+        assert_eq!(s.listen, "127.0.0.1:8080");
+        assert!(s.is_embedded());
+    }
+
+    #[test]
+    fn environment_then_flags_override() {
+        let env = [
+            ("WEDSYNC_LISTEN", "127.0.0.1:9000"),
+            ("WEDSYNC_DATABASE__MAX_CONNECTIONS", "3"),
+        ];
+        let s = load(&env, &Overrides::default()).expect("valid");
+        assert_eq!(s.listen, "127.0.0.1:9000");
+        assert_eq!(s.database.max_connections, 3);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9001".into()),
+            ..Default::default()
+        };
+        assert_eq!(load(&env, &flags).expect("valid").listen, "127.0.0.1:9001");
+    }
+
+    #[test]
+    fn file_layer_sits_between_defaults_and_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("wedsync.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:7000\"\n[log]\nformat = \"json\"\n",
+        )
+        .expect("write");
+        let s = Settings::load(Some(&file), Vec::new(), &Overrides::default()).expect("valid");
+        assert_eq!(
+            (s.listen.as_str(), s.log.format.as_str()),
+            ("127.0.0.1:7000", "json")
+        );
+        let env = vec![("WEDSYNC_LISTEN".to_string(), "127.0.0.1:7001".to_string())];
+        assert_eq!(
+            Settings::load(Some(&file), env, &Overrides::default())
+                .expect("valid")
+                .listen,
+            "127.0.0.1:7001"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("WEDSYNC_LISTEN", "nowhere")], "listen"),
+            (
+                &[("WEDSYNC_DATABASE__MAX_CONNECTIONS", "lots")],
+                "database.max_connections",
+            ),
+            (
+                &[("WEDSYNC_DATABASE__MAX_CONNECTIONS", "0")],
+                "database.max_connections",
+            ),
+            (&[("WEDSYNC_DATABASE_URL", "mysql://x")], "database_url"),
+            (&[("WEDSYNC_LOG__FORMAT", "xml")], "log.format"),
+            (
+                &[("WEDSYNC_HTTP__BODY_LIMIT_BYTES", "10")],
+                "http.body_limit_bytes",
+            ),
+            (
+                &[("WEDSYNC_RULES__WEDDING_DATE_CONFIRM_DAYS", "-1")],
+                "rules.wedding_date_confirm_days",
+            ),
+            (&[("WEDSYNC_LISTNE", "127.0.0.1:1")], "listne"),
+        ];
+        for (env, key) in cases {
+            let err = load(env, &Overrides::default())
+                .expect_err("invalid")
+                .to_string();
+            assert!(err.contains(key), "{err:?} should name {key}");
+        }
+    }
+
+    #[test]
+    fn test_variables_are_not_configuration() {
+        load(
+            &[("WEDSYNC_TEST_DATABASE_URL", "postgres://x")],
+            &Overrides::default(),
+        )
+        .expect("ignored");
+    }
+
+    #[test]
+    fn redaction_hides_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/wed"),
+            "postgres://app:***@db:5432/wed"
+        );
+        assert_eq!(redact_url("postgres://app@db/wed"), "postgres://app@db/wed");
+        assert_eq!(
+            redact_url("sqlite://./data/wedsync.db"),
+            "sqlite://./data/wedsync.db"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! `wedsync`: the integration hub for wedding businesses, and its operator commands.
+//!
+//! `main` stays thin: it parses the command line, loads configuration and calls into
+//! [`commands`], which use the library crates. `serve` hands a bound listener to
+//! [`wedsync_server::run`], the same function the tests call with port 0.
+
+mod commands;
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The WedSync integration hub.
+#[derive(Debug, Parser)]
+#[command(name = "wedsync", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Configuration file [env: WEDSYNC_CONFIG] [default: ./wedsync.toml when present]
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Folder for the embedded database [env: WEDSYNC_DATA_DIR] [default: ./data]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// postgres://… to use PostgreSQL instead of the embedded SQLite [env: WEDSYNC_DATABASE_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub: the HTTP API, and later its workers.
+    Serve(ServeArgs),
+    /// Apply pending database migrations (PostgreSQL needs this, or `serve --migrate`).
+    Migrate(JsonFlag),
+    /// Manage organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCommand),
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Work with configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on [env: WEDSYNC_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Apply pending migrations before serving (the embedded database always does)
+    #[arg(long)]
+    migrate: bool,
+}
+
+#[derive(Debug, Args)]
+struct JsonFlag {
+    /// Print one JSON document on stdout instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Create an organisation (a vendor business).
+    Create {
+        /// Business name
+        #[arg(long)]
+        name: String,
+        /// IANA time zone, e.g. Europe/London
+        #[arg(long)]
+        time_zone: String,
+        /// free, starter, professional, scale or enterprise
+        #[arg(long, default_value = "free")]
+        tier: String,
+        /// ISO 3166-1 alpha-2 country, e.g. GB
+        #[arg(long)]
+        country: String,
+        /// ISO 4217 currency, e.g. GBP
+        #[arg(long)]
+        currency: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List organisations.
+    List(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+enum ApiKeyCommand {
+    /// Create an API key; the key is printed once and cannot be shown again.
+    Create {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// What the key is for
+        #[arg(long)]
+        name: String,
+        /// owner, admin, editor or viewer
+        #[arg(long)]
+        role: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List an organisation's API keys (never their secrets).
+    List {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Revoke an API key at once.
+    Revoke {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// The key (key_…)
+        key_id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute every audit chain; exits 1 naming the first bad entry if any was edited,
+    /// inserted or deleted.
+    Verify(JsonFlag),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print it with secrets redacted.
+    Check(JsonFlag),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let listen = match &cli.command {
+        Command::Serve(args) => args.listen.clone(),
+        _ => None,
+    };
+    let overrides = config::Overrides {
+        listen,
+        data_dir: cli.data_dir.clone(),
+        database_url: cli.database_url.clone(),
+    };
+    let file = cli
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("WEDSYNC_CONFIG").map(PathBuf::from));
+    let settings = match config::Settings::load(file.as_deref(), std::env::vars(), &overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    commands::init_logging(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(commands::dispatch(cli.command, settings)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
