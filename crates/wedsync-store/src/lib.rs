@@ -297,3 +297,6 @@ pub(crate) fn is_fk_violation(err: &sea_orm::DbErr) -> bool {
         Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))
     )
 }
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,104 @@
+//! Test support: a fresh, migrated database per test, on whichever backend the run targets.
+//!
+//! Without `WEDSYNC_TEST_DATABASE_URL` each test gets its own SQLite file in a temporary
+//! folder. With it (a fresh database made for this run, as `.ci/run` does), each test gets
+//! its own PostgreSQL schema inside that database, so tests run in parallel without seeing
+//! each other's rows and the whole run is dropped at once afterwards.
+
+use sea_orm::{ConnectionTrait, Database};
+use wedsync_core::clock::SharedClock;
+
+use crate::{Store, StoreOptions, StoreResult};
+
+/// Keeps a test database alive; the SQLite folder is deleted when it drops.
+#[derive(Debug)]
+pub struct TestDb {
+    /// The options that reach this test's database.
+    pub options: StoreOptions,
+    /// The URL of this test's database, for handing to a child process; on PostgreSQL the
+    /// schema is selected with the `options` parameter.
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The PostgreSQL URL for this run, if the run targets PostgreSQL.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("WEDSYNC_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// The backend under test, for messages: `sqlite` or `postgres`.
+pub fn backend_name() -> &'static str {
+    if postgres_url().is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+/// A fresh, empty database (not migrated).
+pub async fn fresh_db() -> StoreResult<TestDb> {
+    match postgres_url() {
+        Some(url) => {
+            let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+            let admin = Database::connect(url.as_str()).await?;
+            admin
+                .execute_unprepared(&format!("CREATE SCHEMA \"{schema}\""))
+                .await?;
+            admin.close().await?;
+            let mut options = StoreOptions::new(url.clone());
+            options.max_connections = 5;
+            options.pg_schema = Some(schema.clone());
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let child_url = format!("{url}{sep}options=-c%20search_path%3D{schema}");
+            Ok(TestDb {
+                options,
+                url: child_url,
+                _dir: None,
+            })
+        }
+        None => {
+            let dir = tempfile::tempdir().map_err(|e| crate::StoreError::Config(e.to_string()))?;
+            let url = StoreOptions::sqlite_in(dir.path());
+            let mut options = StoreOptions::new(url.clone());
+            options.max_connections = 5;
+            Ok(TestDb {
+                options,
+                url,
+                _dir: Some(dir),
+            })
+        }
+    }
+}
+
+/// A fresh, migrated store using `clock`.
+pub async fn migrated_store(clock: SharedClock) -> StoreResult<(Store, TestDb)> {
+    let db = fresh_db().await?;
+    let store = Store::connect(&db.options, clock).await?;
+    store.migrate().await?;
+    Ok((store, db))
+}
+
+/// Runs a raw statement, for tests that play an attacker with a SQL shell.
+pub async fn execute_raw(store: &Store, sql: &str) -> StoreResult<u64> {
+    Ok(store
+        .connection()
+        .execute_unprepared(sql)
+        .await?
+        .rows_affected())
+}
+
+/// Disables the audit log's append-only triggers, as someone with DDL rights could.
+pub async fn drop_audit_guards(store: &Store) -> StoreResult<()> {
+    match store.backend() {
+        sea_orm::DbBackend::Sqlite => {
+            execute_raw(store, "DROP TRIGGER audit_log_no_update").await?;
+            execute_raw(store, "DROP TRIGGER audit_log_no_delete").await?;
+        }
+        _ => {
+            execute_raw(store, "DROP TRIGGER audit_log_no_change ON audit_log").await?;
+        }
+    }
+    Ok(())
+}
