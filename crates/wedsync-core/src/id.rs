@@ -3,6 +3,11 @@
 //! Every id is a UUIDv7 (so ids sort by creation time) rendered as lowercase hex after a
 //! short prefix naming what it identifies: `org_0193…`. The prefix makes a pasted id
 //! self-describing and lets the API reject an id of the wrong kind before touching the store.
+//!
+//! Ids made in one process are strictly increasing, even within one millisecond (and with a
+//! stopped test clock): the random part after the timestamp is a counter seeded per
+//! millisecond ([`uuid::ContextV7`]). Cursor paging and outbox order rely on this. Across
+//! nodes, ids are ordered to the millisecond.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,6 +21,10 @@ pub struct InvalidId {
     /// The prefix that was expected, e.g. `org_`.
     pub prefix: &'static str,
 }
+
+/// One counter for the whole process, so ids of every kind are monotonic.
+static ID_CONTEXT: std::sync::Mutex<uuid::ContextV7> =
+    std::sync::Mutex::new(uuid::ContextV7::new());
 
 macro_rules! typed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal, $kind:literal) => {
@@ -31,8 +40,9 @@ macro_rules! typed_id {
             /// injected clock rather than the system one.
             pub fn new_at(at: chrono::DateTime<chrono::Utc>) -> Self {
                 let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+                let context = ID_CONTEXT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let ts = uuid::Timestamp::from_unix(
-                    uuid::NoContext,
+                    &*context,
                     millis / 1000,
                     ((millis % 1000) * 1_000_000) as u32,
                 );
@@ -146,6 +156,20 @@ mod tests {
         assert!(text.replace("org_", "cpl_").parse::<OrgId>().is_err());
         assert!("org_XYZ".parse::<OrgId>().is_err());
         assert!(text.to_uppercase().parse::<OrgId>().is_err());
+    }
+
+    #[test]
+    fn ids_made_at_the_same_instant_still_sort_in_creation_order() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 6, 13, 14, 0, 0)
+            .single()
+            .expect("valid");
+        let ids: Vec<String> = (0..1000)
+            .map(|_| CoupleId::new_at(at).to_string())
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
     }
 
     #[test]

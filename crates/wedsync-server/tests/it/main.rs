@@ -1,0 +1,11 @@
+//! HTTP integration tests: a real server on 127.0.0.1:0 per test, over a fresh database on
+//! the backend under test (SQLite, or PostgreSQL with `WEDSYNC_TEST_DATABASE_URL`).
+//! `TEST_LOG=1` shows the server's logs.
+
+mod access;
+mod bookings;
+mod couples;
+mod errors;
+mod isolation;
+mod meta;
+mod support;
