@@ -324,6 +324,28 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// Whatever the zone and the hour, the rule is exactly: a real change, with either
+        /// date between today and today + window in the wedding's zone.
+        #[test]
+        fn thirty_day_rule_matches_its_definition(
+            now_secs in 1_700_000_000i64..1_900_000_000,
+            old_offset in -60i64..120,
+            new_offset in -60i64..120,
+            window in 0i64..60,
+            zone in proptest::sample::select(vec!["Europe/London", "America/New_York", "Australia/Sydney", "Pacific/Kiritimati", "Pacific/Pago_Pago"]),
+        ) {
+            let zone = TimeZone::parse(zone).expect("zone");
+            let now = DateTime::from_timestamp(now_secs, 0).expect("instant");
+            let today = now.with_timezone(&zone.tz()).date_naive();
+            let old = today + chrono::Duration::days(old_offset);
+            let new = today + chrono::Duration::days(new_offset);
+            let within = |o: i64| (0..=window).contains(&o);
+            let expected = old != new && (within(old_offset) || within(new_offset));
+            proptest::prop_assert_eq!(wedding_date_change_needs_confirmation(old, new, zone, now, window), expected);
+        }
+    }
+
     #[test]
     fn couple_validation_names_fields() {
         let input: CoupleInput = serde_json::from_value(serde_json::json!({

@@ -52,3 +52,22 @@ async fn a_newer_schema_is_refused() {
         Err(StoreError::SchemaTooNew { .. })
     ));
 }
+
+/// Says which backend the run is on, and fails if the run asked for PostgreSQL but got
+/// anything else: the PostgreSQL half of CI must never quietly run on SQLite.
+#[tokio::test]
+async fn the_run_uses_the_backend_it_asked_for() {
+    let db = fresh_db().await.expect("db");
+    let store = Store::connect(&db.options, Arc::new(SystemClock))
+        .await
+        .expect("connect");
+    let expected = match wedsync_store::testing::backend_name() {
+        "postgres" => sea_orm::DbBackend::Postgres,
+        _ => sea_orm::DbBackend::Sqlite,
+    };
+    eprintln!(
+        "backend under test: {}",
+        wedsync_store::testing::backend_name()
+    );
+    assert_eq!(store.backend(), expected);
+}

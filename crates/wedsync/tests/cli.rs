@@ -1,0 +1,323 @@
+//! The binary as an operator uses it: real processes, real databases (SQLite, or PostgreSQL
+//! with `WEDSYNC_TEST_DATABASE_URL`).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+use wedsync_store::testing::{TestDb, execute_raw, fresh_db};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wedsync");
+
+struct Env {
+    db: TestDb,
+    dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    Env {
+        db: fresh_db().await.expect("db"),
+        dir: tempfile::tempdir().expect("tempdir"),
+    }
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(self.dir.path())
+            .env_remove("WEDSYNC_TEST_DATABASE_URL")
+            .env("WEDSYNC_DATABASE_URL", &self.db.url)
+            .env("WEDSYNC_LOG__LEVEL", "warn")
+            .args(args);
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run wedsync")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.db.url.starts_with("postgres")
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits for a child to exit, at most `limit`.
+fn wait_exit(mut child: Child, limit: Duration) -> std::process::ExitStatus {
+    let (tx, rx) = mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(status) => status.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("wedsync did not exit within {limit:?}");
+        }
+    }
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["org", "create", "--help"],
+        vec!["org", "list", "--help"],
+        vec!["api-key", "create", "--help"],
+        vec!["api-key", "list", "--help"],
+        vec!["api-key", "revoke", "--help"],
+        vec!["audit", "verify", "--help"],
+        vec!["config", "check", "--help"],
+    ] {
+        let out = Command::new(BIN).args(&args).output().expect("run");
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let serve = Command::new(BIN)
+        .args(["serve", "--help"])
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&serve.stdout);
+    for expected in [
+        "--listen",
+        "WEDSYNC_LISTEN",
+        "--data-dir",
+        "WEDSYNC_DATA_DIR",
+        "--database-url",
+        "WEDSYNC_DATABASE_URL",
+        "--migrate",
+    ] {
+        assert!(text.contains(expected), "serve --help lacks {expected}");
+    }
+}
+
+#[tokio::test]
+async fn config_check_redacts_secrets_and_names_bad_keys() {
+    let e = env().await;
+    let out = e
+        .cmd(&["config", "check", "--json"])
+        .env(
+            "WEDSYNC_DATABASE_URL",
+            "postgres://app:hunter2@db.internal:5432/wedsync",
+        )
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("hunter2"),
+        "the password must never be printed"
+    );
+    let doc: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        doc["database_url"],
+        "postgres://app:***@db.internal:5432/wedsync"
+    );
+
+    let out = e
+        .cmd(&["config", "check"])
+        .env("WEDSYNC_HTTP__BODY_LIMIT_BYTES", "lots")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("http.body_limit_bytes"),
+        "{}",
+        stderr(&out)
+    );
+
+    std::fs::write(
+        e.dir.path().join("wedsync.toml"),
+        "[log]\nformat = \"yaml\"\n",
+    )
+    .expect("write");
+    let out = e.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("log.format"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn organisations_and_keys_from_the_command_line() {
+    let e = env().await;
+    if e.is_postgres() {
+        assert!(
+            e.json(&["migrate", "--json"])["applied"]
+                .as_array()
+                .is_some()
+        );
+    }
+    let org = e.json(&[
+        "org",
+        "create",
+        "--name",
+        "Lens & Lace",
+        "--time-zone",
+        "Europe/London",
+        "--tier",
+        "starter",
+        "--country",
+        "GB",
+        "--currency",
+        "GBP",
+        "--json",
+    ]);
+    let org_id = org["id"].as_str().expect("id").to_owned();
+    assert_eq!(org["tier"], "starter");
+    let listed = e.json(&["org", "list", "--json"]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+
+    let bad = e.run(&[
+        "org",
+        "create",
+        "--name",
+        "X",
+        "--time-zone",
+        "Mars/Base",
+        "--country",
+        "GB",
+        "--currency",
+        "GBP",
+    ]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("time_zone"), "{}", stderr(&bad));
+
+    let created = e.json(&[
+        "api-key",
+        "create",
+        "--org",
+        &org_id,
+        "--name",
+        "bootstrap",
+        "--role",
+        "owner",
+        "--json",
+    ]);
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    let key_id = created["key"]["id"].as_str().expect("id").to_owned();
+    let keys = e.json(&["api-key", "list", "--org", &org_id, "--json"]);
+    assert!(!keys.to_string().contains(&secret[4..]));
+    let revoked = e.json(&["api-key", "revoke", "--org", &org_id, &key_id, "--json"]);
+    assert!(revoked["revoked_at"].is_string());
+
+    let verified = e.json(&["audit", "verify", "--json"]);
+    assert_eq!(verified["faults"], serde_json::json!([]));
+    assert_eq!(verified["entries"], 3);
+
+    // Tamper with the log behind wedsync's back: verify fails and names the entry.
+    let store = wedsync_store::Store::connect(
+        &e.db.options,
+        std::sync::Arc::new(wedsync_core::clock::SystemClock),
+    )
+    .await
+    .expect("connect");
+    wedsync_store::testing::drop_audit_guards(&store)
+        .await
+        .expect("drop guards");
+    execute_raw(&store, "UPDATE audit_log SET after = NULL WHERE seq = 2")
+        .await
+        .expect("tamper");
+    let out = e.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("{org_id} at entry 2")) && text.contains("edited"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn serve_runs_and_stops_gracefully_on_sigterm() {
+    let e = env().await;
+    if e.is_postgres() {
+        // PostgreSQL is migrated only when asked: a plain serve refuses a fresh database.
+        let out = e.run(&["serve", "--listen", "127.0.0.1:0"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("wedsync migrate"), "{}", stderr(&out));
+    }
+    let mut child = e
+        .cmd(&["serve", "--listen", "127.0.0.1:0", "--migrate"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("wedsync listening on ")
+        .expect("prints its address")
+        .to_owned();
+    let health = reqwest::get(format!("{url}/healthz"))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+    let ready = reqwest::get(format!("{url}/readyz")).await.expect("readyz");
+    assert_eq!(ready.status(), 200);
+    let doc: Value = reqwest::get(format!("{url}/openapi.json"))
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = wait_exit(child, Duration::from_secs(20));
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_release_is_refused() {
+    let e = env().await;
+    assert!(e.run(&["migrate"]).status.success());
+    let store = wedsync_store::Store::connect(
+        &e.db.options,
+        std::sync::Arc::new(wedsync_core::clock::SystemClock),
+    )
+    .await
+    .expect("connect");
+    execute_raw(
+        &store,
+        "INSERT INTO seaql_migrations (version, applied_at) VALUES ('m9999_future', 0)",
+    )
+    .await
+    .expect("insert");
+    for args in [
+        vec!["serve", "--listen", "127.0.0.1:0"],
+        vec!["migrate"],
+        vec!["org", "list"],
+    ] {
+        let out = e.run(&args);
+        assert!(!out.status.success(), "{args:?} must refuse");
+        assert!(
+            stderr(&out).contains("newer than this binary"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
