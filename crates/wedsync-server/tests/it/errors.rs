@@ -7,40 +7,30 @@ use crate::support::{couple_body, spawn_app, spawn_app_with};
 async fn malformed_json_is_400() {
     let app = spawn_app().await;
     let (_, key) = app.org("Lens & Lace").await;
-    let resp = app
-        .client
-        .post(format!("{}/v1/couples", app.base))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body("{\"partners\": [")
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 400);
-    assert_eq!(resp.headers()["content-type"], "application/problem+json");
-    let body: serde_json::Value = resp.json().await.expect("json");
-    assert_eq!(body["type"], "https://wedsync.dev/problems/malformed-json");
+    let reply = app
+        .post_raw(
+            &key,
+            "/v1/couples",
+            "application/json",
+            "{\"partners\": [".into(),
+        )
+        .await;
+    reply.problem(400, "malformed-json");
 }
 
 #[tokio::test]
 async fn wrong_content_type_is_415() {
     let app = spawn_app().await;
     let (_, key) = app.org("Lens & Lace").await;
-    let resp = app
-        .client
-        .post(format!("{}/v1/couples", app.base))
-        .bearer_auth(&key)
-        .header("content-type", "text/plain")
-        .body(couple_body("2027-06-12").to_string())
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 415);
-    let body: serde_json::Value = resp.json().await.expect("json");
-    assert_eq!(
-        body["type"],
-        "https://wedsync.dev/problems/unsupported-media-type"
-    );
+    let reply = app
+        .post_raw(
+            &key,
+            "/v1/couples",
+            "text/plain",
+            couple_body("2027-06-12").to_string(),
+        )
+        .await;
+    reply.problem(415, "unsupported-media-type");
 }
 
 #[tokio::test]

@@ -169,6 +169,27 @@ impl TestApp {
         }
     }
 
+    /// Posts a raw body with the given content type, for tests of what is not valid JSON.
+    pub async fn post_raw(&self, key: &str, path: &str, content_type: &str, body: String) -> Reply {
+        let resp = self
+            .client
+            .post(format!("{}{}", self.base, path))
+            .bearer_auth(key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub async fn get(&self, key: &str, path: &str) -> Reply {
         self.call(Method::GET, path, Some(key), None).await
     }
