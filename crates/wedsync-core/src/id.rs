@@ -133,6 +133,10 @@ typed_id!(
     EventId, "evt_", "event"
 );
 typed_id!(
+    /// Identifies a job in the durable queue.
+    JobId, "job_", "job"
+);
+typed_id!(
     /// Identifies an audit log entry.
     AuditId, "aud_", "audit entry"
 );

@@ -7,13 +7,23 @@
 //! - [`org`]: organisations, tiers, roles, countries and currencies.
 //! - [`couple`]: couples, partners, venues and the wedding-date change rule.
 //! - [`booking`]: bookings, their statuses and exact money.
+//! - [`breaker`]: the circuit breaker's state machine (the store persists it).
+//! - [`ratelimit`]: token buckets and the in-memory keyed limiter.
 //! - [`validate`]: the field-level error type every parse constructor returns.
+//! - [`calendar`]: the wedding calendar: seasons, the wedding-day window (Friday evening to
+//!   Sunday night, booked days, Saturday highest), escalation and queue priority.
+//! - [`retry`]: retry policy: exponential or scheduled backoff with jitter, `Retry-After`,
+//!   maximum attempts and age, and permanent versus transient failures.
 //!
 //! Invariant: nothing here touches the network, the disk or the system clock directly.
 
 pub mod booking;
+pub mod breaker;
+pub mod calendar;
 pub mod clock;
 pub mod couple;
 pub mod id;
 pub mod org;
+pub mod ratelimit;
+pub mod retry;
 pub mod validate;

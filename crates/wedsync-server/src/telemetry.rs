@@ -75,6 +75,7 @@ fn describe() {
         "db_pool_idle_connections",
         "Idle database connections in the pool"
     );
+    describe_queue();
 }
 
 /// Records every request. The route label is the matched route template, never the raw
@@ -94,4 +95,76 @@ pub async fn track_requests(req: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(start.elapsed().as_secs_f64());
     response
+}
+
+/// Kinds seen at an earlier scrape, so a kind whose jobs are all gone reads zero rather than
+/// its last value.
+static SEEN_KINDS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+fn describe_queue() {
+    metrics::describe_gauge!(
+        "wedsync_jobs",
+        "Jobs in the durable queue, by kind and state"
+    );
+    metrics::describe_gauge!(
+        "wedsync_jobs_oldest_ready_age_seconds",
+        metrics::Unit::Seconds,
+        "How long the oldest due job of each kind has waited"
+    );
+    metrics::describe_counter!(
+        "wedsync_job_claims_total",
+        "Jobs claimed by this node's workers, by kind"
+    );
+    metrics::describe_counter!(
+        "wedsync_job_attempts_total",
+        "Job attempts finished on this node, by kind and outcome (succeeded, retried, dead, deferred, lease_lost)"
+    );
+    metrics::describe_gauge!(
+        "wedsync_breakers",
+        "Circuit breakers by state, across organisations"
+    );
+}
+
+/// Sets the queue and breaker gauges from the database (at scrape time, so every node
+/// reports the shared queue consistently).
+pub async fn record_queue(store: &wedsync_store::Store) -> Result<(), wedsync_store::StoreError> {
+    use wedsync_store::queue::JobState;
+    let depth = store.queue_depth().await?;
+    let ages = store.oldest_ready_age().await?;
+    let breakers = store.breaker_counts().await?;
+    let mut seen = SEEN_KINDS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    seen.extend(depth.iter().map(|d| d.kind.clone()));
+    for kind in seen.iter() {
+        for state in [
+            JobState::Ready,
+            JobState::Running,
+            JobState::Succeeded,
+            JobState::Dead,
+            JobState::Discarded,
+        ] {
+            let count = depth
+                .iter()
+                .find(|d| &d.kind == kind && d.state == state)
+                .map_or(0, |d| d.count);
+            metrics::gauge!("wedsync_jobs", "kind" => kind.clone(), "state" => state.as_str())
+                .set(count as f64);
+        }
+        let age = ages
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map_or(0.0, |(_, a)| a.num_milliseconds() as f64 / 1000.0);
+        metrics::gauge!("wedsync_jobs_oldest_ready_age_seconds", "kind" => kind.clone())
+            .set(age.max(0.0));
+    }
+    for state in ["closed", "open", "half_open"] {
+        let count = breakers
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n);
+        metrics::gauge!("wedsync_breakers", "state" => state).set(count as f64);
+    }
+    Ok(())
 }

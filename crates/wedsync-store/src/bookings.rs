@@ -157,6 +157,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.wake_workers();
         Ok(view)
     }
 
@@ -273,6 +274,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.wake_workers();
         Ok(after)
     }
 
@@ -318,6 +320,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.wake_workers();
         Ok(())
     }
 }

@@ -176,6 +176,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.wake_workers();
         Ok(view)
     }
 
@@ -296,6 +297,7 @@ impl Store {
         }
         outbox::emit(&tx, org, now, "client.updated", &id.to_string(), data).await?;
         tx.commit().await?;
+        self.wake_workers();
         Ok(after)
     }
 
@@ -352,6 +354,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.wake_workers();
         Ok(())
     }
 }

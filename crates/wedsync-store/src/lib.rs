@@ -9,6 +9,10 @@
 //! - [`audit`]: the hash-chained, append-only audit log and its verifier.
 //! - [`outbox`]: domain events written in the same transaction as the change causing them.
 //! - [`page`]: cursor paging shared by every list.
+//! - [`queue`]: the durable job queue (enqueue in the caller's transaction, claims, leases).
+//! - [`worker`]: worker pools that run queued jobs with heartbeats, retries and breakers.
+//! - [`breakers`]: circuit breakers per (organisation, target), shared by all nodes.
+//! - [`rate_limits`]: database-backed token buckets, for limits that hold across nodes.
 //!
 //! Invariants: only this crate writes SQL; every query on organisation data filters by
 //! `org_id`; every change is written together with its audit entry and its outbox event in
@@ -17,6 +21,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod bookings;
+pub mod breakers;
 pub mod couples;
 pub mod entity;
 mod error;
@@ -25,6 +30,9 @@ pub mod migration;
 pub mod orgs;
 pub mod outbox;
 pub mod page;
+pub mod queue;
+pub mod rate_limits;
+pub mod worker;
 
 use std::path::Path;
 use std::time::Duration;
@@ -111,6 +119,9 @@ pub enum SchemaStatus {
 pub struct Store {
     db: DatabaseConnection,
     clock: SharedClock,
+    /// Wakes this process's idle workers after an enqueue commits (PostgreSQL nodes are also
+    /// woken by `NOTIFY`; SQLite has only this).
+    wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -154,7 +165,11 @@ impl Store {
             ));
         }
         let db = Database::connect(opts).await?;
-        Ok(Self { db, clock })
+        Ok(Self {
+            db,
+            clock,
+            wake: Default::default(),
+        })
     }
 
     /// The underlying connection, for crates that add their own tables later.
@@ -274,6 +289,16 @@ impl Store {
             ..Default::default()
         };
         Ok(self.db.begin_with_options(options).await?)
+    }
+
+    /// Wakes this process's idle workers (call after committing a transaction that enqueued).
+    pub fn wake_workers(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Resolves at the next [`Store::wake_workers`].
+    pub fn woken(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.wake.clone()
     }
 
     /// Closes the pool, waiting for connections to be returned.

@@ -14,8 +14,46 @@ pub struct Migrator;
 #[sea_orm_migration::async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_foundation::Migration)]
+        vec![
+            Box::new(m0001_foundation::Migration),
+            Box::new(m0002_durable_work::Migration),
+        ]
     }
+}
+
+/// Builds a foreign key from `from_cols` of `from_table` to `to_cols` of `to_table`.
+fn fk(
+    name: &str,
+    from_table: &str,
+    from_cols: &[&'static str],
+    to_table: &str,
+    to_cols: &[&'static str],
+) -> ForeignKeyCreateStatement {
+    let mut fk = ForeignKey::create();
+    fk.name(name)
+        .from_tbl(Alias::new(from_table))
+        .to_tbl(Alias::new(to_table))
+        .on_delete(ForeignKeyAction::Restrict);
+    for col in from_cols {
+        fk.from_col(Alias::new(*col));
+    }
+    for col in to_cols {
+        fk.to_col(Alias::new(*col));
+    }
+    fk
+}
+
+/// Builds an index over `cols` of `table`.
+fn index(name: &str, table: &str, cols: &[&'static str], unique: bool) -> IndexCreateStatement {
+    let mut idx = Index::create();
+    idx.name(name).table(Alias::new(table));
+    for col in cols {
+        idx.col(Alias::new(*col));
+    }
+    if unique {
+        idx.unique();
+    }
+    idx
 }
 
 mod m0001_foundation {
@@ -27,39 +65,6 @@ mod m0001_foundation {
         fn name(&self) -> &str {
             "m0001_foundation"
         }
-    }
-
-    fn fk(
-        name: &str,
-        from_table: &str,
-        from_cols: &[&'static str],
-        to_table: &str,
-        to_cols: &[&'static str],
-    ) -> ForeignKeyCreateStatement {
-        let mut fk = ForeignKey::create();
-        fk.name(name)
-            .from_tbl(Alias::new(from_table))
-            .to_tbl(Alias::new(to_table))
-            .on_delete(ForeignKeyAction::Restrict);
-        for col in from_cols {
-            fk.from_col(Alias::new(*col));
-        }
-        for col in to_cols {
-            fk.to_col(Alias::new(*col));
-        }
-        fk
-    }
-
-    fn index(name: &str, table: &str, cols: &[&'static str], unique: bool) -> IndexCreateStatement {
-        let mut idx = Index::create();
-        idx.name(name).table(Alias::new(table));
-        for col in cols {
-            idx.col(Alias::new(*col));
-        }
-        if unique {
-            idx.unique();
-        }
-        idx
     }
 
     #[sea_orm_migration::async_trait::async_trait]
@@ -358,6 +363,126 @@ mod m0001_foundation {
                     return Err(DbErr::Migration(format!("unsupported backend {other:?}")));
                 }
             }
+            Ok(())
+        }
+    }
+}
+
+mod m0002_durable_work {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0002_durable_work"
+        }
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("jobs"))
+                        .col(string("id").primary_key())
+                        .col(string_null("org_id"))
+                        .col(string("kind"))
+                        .col(text("payload"))
+                        .col(integer("priority"))
+                        .col(string("state"))
+                        .col(big_integer("run_at"))
+                        .col(integer("attempts"))
+                        .col(integer("max_attempts"))
+                        .col(string_null("dedupe_key").unique_key())
+                        .col(string_null("lease_owner"))
+                        .col(big_integer_null("lease_expires_at"))
+                        .col(text_null("last_error"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .col(big_integer_null("finished_at"))
+                        .foreign_key(&mut fk(
+                            "fk_jobs_org",
+                            "jobs",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            // Claims walk ready jobs in priority order; the reaper finds expired leases;
+            // the API lists an organisation's jobs; pruning finds old finished ones.
+            manager
+                .create_index(
+                    Index::create()
+                        .name("ix_jobs_claim")
+                        .table(Alias::new("jobs"))
+                        .col(Alias::new("state"))
+                        .col((Alias::new("priority"), IndexOrder::Desc))
+                        .col(Alias::new("run_at"))
+                        .col(Alias::new("id"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_jobs_lease",
+                    "jobs",
+                    &["state", "lease_expires_at"],
+                    false,
+                ))
+                .await?;
+            manager
+                .create_index(index("ix_jobs_org", "jobs", &["org_id", "id"], false))
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_jobs_finished",
+                    "jobs",
+                    &["state", "finished_at"],
+                    false,
+                ))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("breakers"))
+                        .col(string("org_id"))
+                        .col(string("target"))
+                        .col(string("state"))
+                        .col(integer("consecutive_failures"))
+                        .col(big_integer_null("opened_at"))
+                        .col(big_integer_null("probe_at"))
+                        .col(big_integer_null("probe_started_at"))
+                        .col(big_integer("updated_at"))
+                        .primary_key(
+                            Index::create()
+                                .col(Alias::new("org_id"))
+                                .col(Alias::new("target")),
+                        )
+                        .foreign_key(&mut fk(
+                            "fk_breakers_org",
+                            "breakers",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("rate_buckets"))
+                        .col(string("key").primary_key())
+                        .col(big_integer("empty_at"))
+                        .to_owned(),
+                )
+                .await?;
             Ok(())
         }
     }

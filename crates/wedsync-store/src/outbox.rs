@@ -1,6 +1,8 @@
 //! The outbox: domain events written in the same transaction as the change that causes them,
 //! so a consumer (outbound webhooks, journeys) sees every committed change and nothing that
-//! was rolled back. Publishing is the job of later stages; here events are kept until then.
+//! was rolled back. Each event also enqueues, in that same transaction, an `outbox.publish`
+//! job deduplicated by the event id; the job marks the event published (and is where later
+//! stages fan events out to webhooks and journeys).
 
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
@@ -51,10 +53,70 @@ pub(crate) async fn emit(
     })
     .exec(tx)
     .await?;
+    let mut job = crate::queue::NewJob::new(
+        PUBLISH_KIND,
+        serde_json::json!({ "event_id": id.to_string() }),
+    );
+    job.org_id = Some(*org);
+    job.dedupe_key = Some(id.to_string());
+    job.max_attempts = 25;
+    crate::queue::enqueue_in(tx, at, job).await?;
     Ok(id)
 }
 
+/// The job kind that publishes an outbox event.
+pub const PUBLISH_KIND: &str = "outbox.publish";
+
+/// The handler for [`PUBLISH_KIND`]: records the event as published, once (a second run of
+/// the same job finds it published and changes nothing).
+pub fn publish_handler(store: Store) -> impl crate::worker::JobHandler {
+    move |job: crate::queue::Job| {
+        let store = store.clone();
+        async move {
+            let Some(event_id) = job
+                .payload
+                .get("event_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+            else {
+                return Err(crate::worker::JobError::Permanent(
+                    "payload has no event_id".into(),
+                ));
+            };
+            store
+                .mark_published(&event_id)
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::worker::JobError::transient(e.to_string()))
+        }
+    }
+}
+
 impl Store {
+    /// Marks an event published if it was not already; returns whether this call did it.
+    pub async fn mark_published(&self, event_id: &str) -> StoreResult<bool> {
+        let now = to_micros(self.clock().now());
+        let result = outbox_event::Entity::update_many()
+            .col_expr(
+                outbox_event::Column::PublishedAt,
+                sea_orm::sea_query::Expr::value(now),
+            )
+            .filter(outbox_event::Column::Id.eq(event_id))
+            .filter(outbox_event::Column::PublishedAt.is_null())
+            .exec(self.connection())
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
+    /// How many events are not yet published, across organisations.
+    pub async fn unpublished_count(&self) -> StoreResult<u64> {
+        use sea_orm::PaginatorTrait;
+        Ok(outbox_event::Entity::find()
+            .filter(outbox_event::Column::PublishedAt.is_null())
+            .count(self.connection())
+            .await?)
+    }
+
     /// An organisation's outbox events in order, after an optional event id.
     pub async fn outbox_events(
         &self,

@@ -11,7 +11,7 @@ use wedsync_core::org::{OrgSettings, Role};
 use wedsync_store::{Actor, Store, StoreError};
 
 use crate::config::Settings;
-use crate::{ApiKeyCommand, AuditCommand, Command, ConfigCommand, OrgCommand};
+use crate::{ApiKeyCommand, AuditCommand, Command, ConfigCommand, JobsCommand, OrgCommand};
 
 /// Sets up structured logs on stderr, as text or JSON.
 pub fn init_logging(settings: &Settings) {
@@ -226,6 +226,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
                 ExitCode::FAILURE
             })
         }
+        Command::Jobs(command) => jobs(&settings, command).await,
         Command::Config(ConfigCommand::Check(out)) => {
             let value = settings.redacted();
             if out.json {
@@ -237,6 +238,87 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_job(job: &wedsync_store::queue::Job) {
+    println!(
+        "{}  {:<9}  {}  attempts {}/{}  run_at {}{}",
+        job.id,
+        job.state.as_str(),
+        job.kind,
+        job.attempts,
+        job.max_attempts,
+        job.run_at.to_rfc3339(),
+        job.last_error
+            .as_deref()
+            .map(|e| format!("  last error: {e}"))
+            .unwrap_or_default()
+    );
+}
+
+async fn jobs(settings: &Settings, command: JobsCommand) -> anyhow::Result<ExitCode> {
+    use wedsync_store::queue::{JobFilter, JobState};
+    let store = open_current(settings).await?;
+    let not_found = |e: StoreError, id: &str| match e {
+        StoreError::NotFound => anyhow::anyhow!("no job {id}"),
+        other => other.into(),
+    };
+    let (job, json) = match command {
+        JobsCommand::List {
+            state,
+            kind,
+            org,
+            limit,
+            out,
+        } => {
+            let state = state
+                .map(|s| serde_json::from_value::<JobState>(serde_json::Value::String(s.clone())).map_err(|_| anyhow::anyhow!("--state: `{s}` is not one of ready, running, succeeded, dead, discarded")))
+                .transpose()?;
+            let org = org.map(|o| parse_org(&o)).transpose()?;
+            let page = wedsync_store::page::PageRequest {
+                limit: Some(limit),
+                after: None,
+            };
+            let jobs = store
+                .list_jobs(org.as_ref(), &JobFilter { state, kind }, &page)
+                .await?;
+            if out.json {
+                print_json(&serde_json::to_value(&jobs.data)?);
+            } else if jobs.data.is_empty() {
+                println!("no jobs");
+            } else {
+                jobs.data.iter().for_each(print_job);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        JobsCommand::Show { id, out } => (
+            store
+                .get_job(None, &id)
+                .await
+                .map_err(|e| not_found(e, &id))?,
+            out.json,
+        ),
+        JobsCommand::Retry { id, out } => (
+            store
+                .retry_job(None, &id, &operator())
+                .await
+                .map_err(|e| not_found(e, &id))?,
+            out.json,
+        ),
+        JobsCommand::Discard { id, out } => (
+            store
+                .discard_job(None, &id, &operator())
+                .await
+                .map_err(|e| not_found(e, &id))?,
+            out.json,
+        ),
+    };
+    if json {
+        print_json(&serde_json::to_value(&job)?);
+    } else {
+        print_job(&job);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
@@ -260,15 +342,36 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
         }),
         metrics: wedsync_server::telemetry::Metrics::global(),
     };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = settings.queue.enabled.then(|| {
+        wedsync_store::worker::WorkerPool::new(store.clone(), settings.pool_config())
+            .register(
+                wedsync_store::outbox::PUBLISH_KIND,
+                wedsync_store::outbox::publish_handler(store.clone()),
+                settings.queue.publish_concurrency,
+                wedsync_core::retry::RetryPolicy::default(),
+            )
+            .spawn(stop_rx)
+    });
     tracing::info!(%addr, database = %crate::config::redact_url(&settings.database_url()), "wedsync listening");
     println!("wedsync listening on http://{addr}");
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
     wedsync_server::run(
         listener,
         state,
-        shutdown_signal(),
+        shutdown,
         Duration::from_secs(settings.http.shutdown_grace_seconds),
     )
     .await?;
+    if let Some(workers) = workers {
+        // The pool drains its running jobs within its own timeout.
+        if let Err(error) = workers.await {
+            tracing::error!(%error, "worker pool ended abnormally");
+        }
+    }
     store.close().await?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -28,6 +28,18 @@ format = "text"
 
 [rules]
 wedding_date_confirm_days = 30
+
+[queue]
+enabled = true
+batch_size = 100
+lease_seconds = 30
+heartbeat_seconds = 10
+idle_poll_ms = 2000
+reap_seconds = 5
+drain_seconds = 20
+keep_done_hours = 168
+keep_dead_days = 30
+publish_concurrency = 16
 "#;
 
 /// Environment variables with the `WEDSYNC_` prefix that are not configuration keys.
@@ -56,6 +68,34 @@ pub struct Settings {
     pub log: LogSettings,
     /// Product rules.
     pub rules: RuleSettings,
+    /// The durable job queue's workers on this node.
+    pub queue: QueueSettings,
+}
+
+/// `[queue]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueSettings {
+    /// Whether this node runs workers (an API-only node can turn them off).
+    pub enabled: bool,
+    /// Jobs claimed per query.
+    pub batch_size: u32,
+    /// How long a claimed job is held without a heartbeat before another node may run it.
+    pub lease_seconds: u64,
+    /// How often running jobs' leases are renewed.
+    pub heartbeat_seconds: u64,
+    /// The longest an idle worker waits before looking for work (wake-ups come sooner).
+    pub idle_poll_ms: u64,
+    /// How often expired leases are reaped.
+    pub reap_seconds: u64,
+    /// How long shutdown waits for running jobs before handing them back.
+    pub drain_seconds: u64,
+    /// How long succeeded and discarded jobs are kept (and dedupe keys remembered).
+    pub keep_done_hours: u64,
+    /// How long dead jobs are kept for inspection and retry.
+    pub keep_dead_days: u64,
+    /// Outbox events published at once on this node.
+    pub publish_concurrency: u32,
 }
 
 /// `[database]`.
@@ -222,6 +262,25 @@ impl Settings {
                 format!("`{}` is not one of text, json", self.log.format),
             );
         }
+        let q = &self.queue;
+        if !(1..=1000).contains(&q.batch_size) {
+            return fail("queue.batch_size", "must be between 1 and 1000".into());
+        }
+        if q.heartbeat_seconds == 0 || q.lease_seconds < 2 * q.heartbeat_seconds {
+            return fail(
+                "queue.lease_seconds",
+                format!(
+                    "must be at least twice queue.heartbeat_seconds ({}), so one late heartbeat does not lose a lease",
+                    q.heartbeat_seconds
+                ),
+            );
+        }
+        if q.idle_poll_ms == 0 || q.reap_seconds == 0 || q.publish_concurrency == 0 {
+            return fail(
+                "queue",
+                "idle_poll_ms, reap_seconds and publish_concurrency must be above 0".into(),
+            );
+        }
         if !(0..=365).contains(&self.rules.wedding_date_confirm_days) {
             return fail(
                 "rules.wedding_date_confirm_days",
@@ -251,6 +310,30 @@ impl Settings {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 
+    /// The worker pool settings these describe.
+    pub fn pool_config(&self) -> wedsync_store::worker::PoolConfig {
+        use std::time::Duration;
+        let q = &self.queue;
+        wedsync_store::worker::PoolConfig {
+            batch_size: q.batch_size,
+            lease: chrono::TimeDelta::seconds(i64::try_from(q.lease_seconds).unwrap_or(i64::MAX)),
+            heartbeat_every: Duration::from_secs(q.heartbeat_seconds),
+            idle_poll: Duration::from_millis(q.idle_poll_ms),
+            reap_every: Duration::from_secs(q.reap_seconds),
+            drain_timeout: Duration::from_secs(q.drain_seconds),
+            prune: Some(wedsync_store::worker::PruneConfig {
+                every: Duration::from_secs(600),
+                keep_done: chrono::TimeDelta::hours(
+                    i64::try_from(q.keep_done_hours).unwrap_or(i64::MAX / 3_600_000_000),
+                ),
+                keep_dead: chrono::TimeDelta::days(
+                    i64::try_from(q.keep_dead_days).unwrap_or(i64::MAX / 86_400_000_000),
+                ),
+            }),
+            ..Default::default()
+        }
+    }
+
     /// The store options these settings describe.
     pub fn store_options(&self) -> wedsync_store::StoreOptions {
         let mut options = wedsync_store::StoreOptions::new(self.database_url());
@@ -271,6 +354,7 @@ impl Settings {
             "http": self.http,
             "log": self.log,
             "rules": self.rules,
+            "queue": self.queue,
         })
     }
 }
@@ -381,6 +465,11 @@ mod tests {
                 "rules.wedding_date_confirm_days",
             ),
             (&[("WEDSYNC_LISTNE", "127.0.0.1:1")], "listne"),
+            (
+                &[("WEDSYNC_QUEUE__LEASE_SECONDS", "5")],
+                "queue.lease_seconds",
+            ),
+            (&[("WEDSYNC_QUEUE__BATCH_SIZE", "0")], "queue.batch_size"),
         ];
         for (env, key) in cases {
             let err = load(env, &Overrides::default())

@@ -47,6 +47,51 @@ enum Command {
     /// Work with configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Inspect and manage the durable job queue (all organisations).
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// List jobs, oldest first.
+    List {
+        /// Only this state: ready, running, succeeded, dead or discarded
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this kind, e.g. outbox.publish
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only this organisation's jobs (org_…)
+        #[arg(long)]
+        org: Option<String>,
+        /// At most this many (1 to 100)
+        #[arg(long, default_value_t = 50)]
+        limit: u64,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show one job with its attempts and last error.
+    Show {
+        /// The job (job_…)
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Run a dead or discarded job again with fresh attempts.
+    Retry {
+        /// The job (job_…)
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Drop a waiting or dead job.
+    Discard {
+        /// The job (job_…)
+        id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -60,6 +60,9 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let (open, idle) = state.store.pool_stats();
     metrics::gauge!("db_pool_connections").set(f64::from(open));
     metrics::gauge!("db_pool_idle_connections").set(idle as f64);
+    if let Err(error) = crate::telemetry::record_queue(&state.store).await {
+        tracing::warn!(%error, "queue metrics unavailable");
+    }
     (
         StatusCode::OK,
         [(

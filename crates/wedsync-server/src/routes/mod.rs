@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod bookings;
 pub mod couples;
+pub mod jobs;
 pub mod members;
 pub mod meta;
 pub mod organization;
@@ -33,6 +34,7 @@ use crate::error::ApiError;
         (name = "couples", description = "Couples (the vendor's clients)"),
         (name = "bookings", description = "Bookings of a couple"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "jobs", description = "Durable work: jobs, retries, dead letters and circuit breakers"),
     )
 )]
 struct ApiDoc;
@@ -64,6 +66,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(couples::router())
         .merge(bookings::router())
         .merge(audit::router())
+        .merge(jobs::router())
 }
 
 /// Paging parameters every list takes.

@@ -9,6 +9,7 @@ pub mod audit_entry;
 pub mod audit_head;
 pub mod booking;
 pub mod couple;
+pub mod job;
 pub mod member;
 pub mod organization;
 pub mod outbox_event;

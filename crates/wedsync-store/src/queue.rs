@@ -1,0 +1,712 @@
+//! The durable job queue: a table in the same database, so a job can be enqueued in the
+//! same transaction as the change that causes it (the outbox pattern).
+//!
+//! Life of a job: `ready` (waiting for `run_at`) → `running` (claimed by a worker, which holds
+//! a lease it renews by heartbeat) → `succeeded`, or back to `ready` for a retry, or `dead`
+//! when retries are exhausted or the failure is permanent. An operator may `retry` a dead job
+//! or `discard` a waiting one. A worker that stops heartbeating loses its lease; the reaper
+//! puts its jobs back to `ready` (or `dead` if that was the last attempt), so they run again.
+//!
+//! Every state change after a claim is fenced by `lease_owner`: a worker that lost its lease
+//! cannot complete or fail a job another worker now holds.
+//!
+//! On PostgreSQL claims use `FOR UPDATE SKIP LOCKED`, so many nodes claim disjoint batches
+//! without waiting on each other, and an enqueue sends `NOTIFY wedsync_jobs`, which
+//! PostgreSQL delivers only if the transaction commits. On SQLite the write lock serialises
+//! claims and wake-ups are in-process.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Statement, Value};
+use serde::Serialize;
+use wedsync_core::clock::{from_micros, to_micros};
+use wedsync_core::id::{JobId, OrgId};
+
+use crate::entity::job;
+use crate::page::{Page, PageRequest, paginate};
+use crate::{Actor, Store, StoreError, StoreResult};
+
+/// The PostgreSQL channel idle workers listen on.
+pub const NOTIFY_CHANNEL: &str = "wedsync_jobs";
+
+/// Where a job stands.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for `run_at` and a free worker.
+    Ready,
+    /// Claimed by a worker holding a lease.
+    Running,
+    /// Done.
+    Succeeded,
+    /// Out of retries, or failed permanently; kept with its last error until retried or pruned.
+    Dead,
+    /// Dropped by an operator.
+    Discarded,
+}
+
+impl JobState {
+    /// The stored name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobState::Ready => "ready",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Dead => "dead",
+            JobState::Discarded => "discarded",
+        }
+    }
+
+    fn parse(s: &str) -> StoreResult<Self> {
+        Ok(match s {
+            "ready" => JobState::Ready,
+            "running" => JobState::Running,
+            "succeeded" => JobState::Succeeded,
+            "dead" => JobState::Dead,
+            "discarded" => JobState::Discarded,
+            other => return Err(StoreError::Conflict(format!("corrupt job state {other}"))),
+        })
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// What handler runs it, e.g. `outbox.publish`.
+    pub kind: String,
+    /// The organisation it works for; `None` for the hub's own work.
+    pub org_id: Option<OrgId>,
+    /// The handler's input.
+    pub payload: serde_json::Value,
+    /// Higher runs first (wedding-day work is raised; see `wedsync_core::calendar`).
+    pub priority: i32,
+    /// Not before this instant; now when `None`.
+    pub run_at: Option<DateTime<Utc>>,
+    /// A second enqueue with the same key (while the first is kept) creates nothing.
+    pub dedupe_key: Option<String>,
+    /// Attempts before the job is dead.
+    pub max_attempts: u32,
+}
+
+impl NewJob {
+    /// A job of `kind` with defaults: now, priority 0, 10 attempts, no dedupe key.
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
+        Self {
+            kind: kind.into(),
+            org_id: None,
+            payload,
+            priority: 0,
+            run_at: None,
+            dedupe_key: None,
+            max_attempts: 10,
+        }
+    }
+}
+
+/// A job as workers, the API and the CLI see it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Job {
+    /// `job_…`.
+    pub id: String,
+    /// The organisation, if any.
+    pub org_id: Option<String>,
+    /// The handler.
+    pub kind: String,
+    /// The handler's input.
+    pub payload: serde_json::Value,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Where it stands.
+    pub state: JobState,
+    /// Not before this instant.
+    pub run_at: DateTime<Utc>,
+    /// Attempts started so far.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Its dedupe key.
+    pub dedupe_key: Option<String>,
+    /// The worker holding it, while running.
+    pub lease_owner: Option<String>,
+    /// When that worker's lease runs out.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When it succeeded, died or was discarded.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+fn to_job(m: job::Model) -> StoreResult<Job> {
+    Ok(Job {
+        payload: serde_json::from_str(&m.payload).unwrap_or(serde_json::Value::Null),
+        state: JobState::parse(&m.state)?,
+        run_at: from_micros(m.run_at),
+        lease_expires_at: m.lease_expires_at.map(from_micros),
+        created_at: from_micros(m.created_at),
+        updated_at: from_micros(m.updated_at),
+        finished_at: m.finished_at.map(from_micros),
+        id: m.id,
+        org_id: m.org_id,
+        kind: m.kind,
+        priority: m.priority,
+        attempts: m.attempts,
+        max_attempts: m.max_attempts,
+        dedupe_key: m.dedupe_key,
+        lease_owner: m.lease_owner,
+        last_error: m.last_error,
+    })
+}
+
+/// The result of an enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id (the existing job's, for a duplicate).
+    pub id: String,
+    /// False when the dedupe key matched an existing job and nothing was created.
+    pub created: bool,
+}
+
+/// What to do with a job whose attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again at this instant.
+    RetryAt(DateTime<Utc>),
+    /// Give up: the job is dead.
+    Dead,
+}
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Enqueues `job` on `db`, which may be the caller's open transaction: if it rolls back, the
+/// job never existed. Call [`Store::wake_workers`] after committing to wake this node's
+/// workers at once (PostgreSQL nodes are woken by `NOTIFY` on commit in any case).
+pub async fn enqueue_in<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+    job: NewJob,
+) -> StoreResult<Enqueued> {
+    let backend = db.get_database_backend();
+    let id = JobId::new_at(now).to_string();
+    let at = to_micros(now);
+    let run_at = to_micros(job.run_at.unwrap_or(now));
+    let sql = "INSERT INTO jobs (id, org_id, kind, payload, priority, state, run_at, attempts, max_attempts, \
+               dedupe_key, lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at) \
+               VALUES ($1, $2, $3, $4, $5, 'ready', $6, 0, $7, $8, NULL, NULL, NULL, $9, $9, NULL) \
+               ON CONFLICT (dedupe_key) DO NOTHING";
+    let values: Vec<Value> = vec![
+        id.clone().into(),
+        job.org_id.map(|o| o.to_string()).into(),
+        job.kind.clone().into(),
+        job.payload.to_string().into(),
+        job.priority.into(),
+        run_at.into(),
+        i32::try_from(job.max_attempts)
+            .unwrap_or(i32::MAX)
+            .max(1)
+            .into(),
+        job.dedupe_key.clone().into(),
+        at.into(),
+    ];
+    let inserted = db
+        .execute_raw(stmt(backend, sql, values))
+        .await?
+        .rows_affected();
+    if inserted == 0 {
+        let existing = db
+            .query_one_raw(stmt(
+                backend,
+                "SELECT id FROM jobs WHERE dedupe_key = $1",
+                vec![job.dedupe_key.into()],
+            ))
+            .await?
+            .ok_or_else(|| StoreError::Conflict("duplicate job vanished".into()))?;
+        return Ok(Enqueued {
+            id: existing.try_get("", "id")?,
+            created: false,
+        });
+    }
+    if backend == DbBackend::Postgres {
+        db.execute_raw(stmt(
+            backend,
+            "SELECT pg_notify($1, $2)",
+            vec![NOTIFY_CHANNEL.into(), job.kind.into()],
+        ))
+        .await?;
+    }
+    Ok(Enqueued { id, created: true })
+}
+
+/// Filters for listing jobs.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+}
+
+/// Jobs counted by kind and state, for metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// The kind.
+    pub kind: String,
+    /// The state.
+    pub state: JobState,
+    /// How many.
+    pub count: i64,
+}
+
+impl Store {
+    /// Enqueues in a transaction of its own and wakes this node's workers.
+    pub async fn enqueue(&self, job: NewJob) -> StoreResult<Enqueued> {
+        let tx = self.write_tx().await?;
+        let result = enqueue_in(&tx, self.clock().now(), job).await?;
+        tx.commit().await?;
+        self.wake_workers();
+        Ok(result)
+    }
+
+    /// Enqueues many jobs in one transaction (one disk sync for all of them).
+    pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>> {
+        let tx = self.write_tx().await?;
+        let now = self.clock().now();
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(enqueue_in(&tx, now, job).await?);
+        }
+        tx.commit().await?;
+        self.wake_workers();
+        Ok(out)
+    }
+
+    /// Claims up to `limit` due jobs of `kind` for `worker`, holding them for `lease`.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        kind: &str,
+        limit: u32,
+        lease: TimeDelta,
+    ) -> StoreResult<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = self.clock().now();
+        let lock = if self.backend() == DbBackend::Postgres {
+            "FOR UPDATE SKIP LOCKED"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1, updated_at = $3 \
+             WHERE id IN (SELECT id FROM jobs WHERE state = 'ready' AND kind = $4 AND run_at <= $3 \
+             ORDER BY priority DESC, run_at, id LIMIT $5 {lock}) \
+             RETURNING *"
+        );
+        let values: Vec<Value> = vec![
+            worker.into(),
+            to_micros(now + lease).into(),
+            to_micros(now).into(),
+            kind.into(),
+            i64::from(limit).into(),
+        ];
+        let rows = job::Entity::find()
+            .from_raw_sql(stmt(self.backend(), &sql, values))
+            .all(self.connection())
+            .await?;
+        let mut jobs = rows
+            .into_iter()
+            .map(to_job)
+            .collect::<StoreResult<Vec<_>>>()?;
+        jobs.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(jobs)
+    }
+
+    /// Renews `worker`'s leases on `ids`; returns the ids it still holds (a job missing from
+    /// the answer was reaped and may be running elsewhere: its worker must stop).
+    pub async fn heartbeat(
+        &self,
+        worker: &str,
+        ids: &[String],
+        lease: TimeDelta,
+    ) -> StoreResult<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = self.clock().now();
+        let sql = format!(
+            "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
+             WHERE state = 'running' AND lease_owner = $3 AND id IN ({}) RETURNING id",
+            placeholders(4, ids.len())
+        );
+        let mut values: Vec<Value> = vec![
+            to_micros(now + lease).into(),
+            to_micros(now).into(),
+            worker.into(),
+        ];
+        values.extend(ids.iter().map(|id| Value::from(id.clone())));
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(self.backend(), &sql, values))
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "id").map_err(StoreError::from))
+            .collect()
+    }
+
+    /// Marks `worker`'s jobs `ids` succeeded, in one statement; returns how many it held.
+    pub async fn complete(&self, worker: &str, ids: &[String]) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let now = to_micros(self.clock().now());
+        let sql = format!(
+            "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1, lease_owner = NULL, \
+             lease_expires_at = NULL, last_error = NULL \
+             WHERE state = 'running' AND lease_owner = $2 AND id IN ({})",
+            placeholders(3, ids.len())
+        );
+        let mut values: Vec<Value> = vec![now.into(), worker.into()];
+        values.extend(ids.iter().map(|id| Value::from(id.clone())));
+        Ok(self
+            .connection()
+            .execute_raw(stmt(self.backend(), &sql, values))
+            .await?
+            .rows_affected())
+    }
+
+    /// Records a failed attempt: back to `ready` at the retry time, or `dead`.
+    pub async fn fail(
+        &self,
+        worker: &str,
+        id: &str,
+        error: &str,
+        after: AfterFailure,
+    ) -> StoreResult<bool> {
+        let now = to_micros(self.clock().now());
+        let (state, run_at, finished) = match after {
+            AfterFailure::RetryAt(at) => ("ready", Some(to_micros(at)), None),
+            AfterFailure::Dead => ("dead", None, Some(now)),
+        };
+        let sql = "UPDATE jobs SET state = $1, run_at = COALESCE($2, run_at), last_error = $3, finished_at = $4, \
+                   updated_at = $5, lease_owner = NULL, lease_expires_at = NULL \
+                   WHERE id = $6 AND state = 'running' AND lease_owner = $7";
+        let values: Vec<Value> = vec![
+            state.into(),
+            run_at.into(),
+            truncate(error, 4096).into(),
+            finished.into(),
+            now.into(),
+            id.into(),
+            worker.into(),
+        ];
+        Ok(self
+            .connection()
+            .execute_raw(stmt(self.backend(), sql, values))
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// Puts a running job back to wait until `until` without counting the attempt (its target
+    /// is behind an open circuit breaker, or the worker is shutting down).
+    pub async fn defer(&self, worker: &str, id: &str, until: DateTime<Utc>) -> StoreResult<bool> {
+        let now = to_micros(self.clock().now());
+        let sql = "UPDATE jobs SET state = 'ready', run_at = $1, attempts = attempts - 1, updated_at = $2, \
+                   lease_owner = NULL, lease_expires_at = NULL \
+                   WHERE id = $3 AND state = 'running' AND lease_owner = $4";
+        let values: Vec<Value> = vec![
+            to_micros(until).into(),
+            now.into(),
+            id.into(),
+            worker.into(),
+        ];
+        Ok(self
+            .connection()
+            .execute_raw(stmt(self.backend(), sql, values))
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// Returns running jobs whose lease ran out to `ready` (or `dead` if that was their last
+    /// attempt), so a crashed worker's jobs run again. Safe to run on every node.
+    pub async fn reap_expired(&self) -> StoreResult<u64> {
+        let now = to_micros(self.clock().now());
+        let sql = "UPDATE jobs SET \
+                   state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'ready' END, \
+                   finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END, \
+                   last_error = 'the worker running it stopped (lease expired)', \
+                   run_at = $1, updated_at = $1, lease_owner = NULL, lease_expires_at = NULL \
+                   WHERE state = 'running' AND lease_expires_at < $1";
+        let reaped = self
+            .connection()
+            .execute_raw(stmt(self.backend(), sql, vec![now.into()]))
+            .await?
+            .rows_affected();
+        if reaped > 0 {
+            tracing::warn!(
+                reaped,
+                "jobs whose workers stopped heartbeating were put back"
+            );
+            self.wake_workers();
+        }
+        Ok(reaped)
+    }
+
+    /// The earliest `run_at` of a ready job of these kinds, to know how long to sleep.
+    pub async fn next_due(&self, kinds: &[String]) -> StoreResult<Option<DateTime<Utc>>> {
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT MIN(run_at) AS next FROM jobs WHERE state = 'ready' AND kind IN ({})",
+            placeholders(1, kinds.len())
+        );
+        let values: Vec<Value> = kinds.iter().map(|k| Value::from(k.clone())).collect();
+        let row = self
+            .connection()
+            .query_one_raw(stmt(self.backend(), &sql, values))
+            .await?;
+        Ok(row
+            .and_then(|r| r.try_get::<Option<i64>>("", "next").ok().flatten())
+            .map(from_micros))
+    }
+
+    /// One job; scoped to `org` when given (the API), any job when not (the CLI).
+    pub async fn get_job(&self, org: Option<&OrgId>, id: &str) -> StoreResult<Job> {
+        let found = job::Entity::find_by_id(id.to_owned())
+            .one(self.connection())
+            .await?;
+        match found {
+            Some(m) if org.is_none_or(|o| m.org_id.as_deref() == Some(o.to_string().as_str())) => {
+                to_job(m)
+            }
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    /// A page of jobs, oldest first; scoped to `org` when given.
+    pub async fn list_jobs(
+        &self,
+        org: Option<&OrgId>,
+        filter: &JobFilter,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Job>> {
+        use sea_orm::{ColumnTrait, QueryFilter, QueryOrder, QuerySelect};
+        let limit = page.limit();
+        let mut q = job::Entity::find()
+            .order_by_asc(job::Column::Id)
+            .limit(limit + 1);
+        if let Some(org) = org {
+            q = q.filter(job::Column::OrgId.eq(org.to_string()));
+        }
+        if let Some(after) = &page.after {
+            q = q.filter(job::Column::Id.gt(after.clone()));
+        }
+        if let Some(state) = filter.state {
+            q = q.filter(job::Column::State.eq(state.as_str()));
+        }
+        if let Some(kind) = &filter.kind {
+            q = q.filter(job::Column::Kind.eq(kind.clone()));
+        }
+        let rows = q
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(to_job)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(rows, limit, |j| j.id.clone()))
+    }
+
+    /// Sends a dead (or discarded) job round again with fresh attempts.
+    pub async fn retry_job(
+        &self,
+        org: Option<&OrgId>,
+        id: &str,
+        actor: &Actor,
+    ) -> StoreResult<Job> {
+        self.operator_change(
+            org,
+            id,
+            actor,
+            "job.retry",
+            &[JobState::Dead, JobState::Discarded],
+            "ready",
+        )
+        .await
+    }
+
+    /// Drops a job that is waiting or dead; a running job must finish or be reaped first.
+    pub async fn discard_job(
+        &self,
+        org: Option<&OrgId>,
+        id: &str,
+        actor: &Actor,
+    ) -> StoreResult<Job> {
+        self.operator_change(
+            org,
+            id,
+            actor,
+            "job.discard",
+            &[JobState::Ready, JobState::Dead],
+            "discarded",
+        )
+        .await
+    }
+
+    async fn operator_change(
+        &self,
+        org: Option<&OrgId>,
+        id: &str,
+        actor: &Actor,
+        action: &str,
+        from: &[JobState],
+        to: &str,
+    ) -> StoreResult<Job> {
+        let before = self.get_job(org, id).await?;
+        if !from.contains(&before.state) {
+            return Err(StoreError::Conflict(format!(
+                "the job is {}; {action} applies to {} jobs",
+                before.state.as_str(),
+                from.iter()
+                    .map(JobState::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )));
+        }
+        let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let (attempts_sql, finished_sql) = if to == "ready" {
+            ("0", "NULL")
+        } else {
+            ("attempts", "$1")
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = $2, attempts = {attempts_sql}, run_at = $1, updated_at = $1, finished_at = {finished_sql} \
+             WHERE id = $3 AND state = $4"
+        );
+        let values: Vec<Value> = vec![
+            to_micros(now).into(),
+            to.into(),
+            id.into(),
+            before.state.as_str().into(),
+        ];
+        let changed = tx
+            .execute_raw(stmt(self.backend(), &sql, values))
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Err(StoreError::Conflict(
+                "the job changed meanwhile; look again".into(),
+            ));
+        }
+        if let Some(org_id) = before
+            .org_id
+            .as_deref()
+            .and_then(|o| o.parse::<OrgId>().ok())
+        {
+            crate::audit::append(&tx, &org_id, now, crate::audit::Change {
+                actor,
+                action,
+                target_type: "job",
+                target_id: id.to_owned(),
+                before: Some(serde_json::json!({ "state": before.state, "attempts": before.attempts, "last_error": before.last_error })),
+                after: Some(serde_json::json!({ "state": to })),
+            })
+            .await?;
+        }
+        tx.commit().await?;
+        self.wake_workers();
+        self.get_job(org, id).await
+    }
+
+    /// Deletes finished jobs: succeeded and discarded ones finished before `done_before`, dead
+    /// ones before `dead_before`. Returns how many went.
+    pub async fn prune_jobs(
+        &self,
+        done_before: DateTime<Utc>,
+        dead_before: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        let sql = "DELETE FROM jobs WHERE (state IN ('succeeded', 'discarded') AND finished_at < $1) \
+                   OR (state = 'dead' AND finished_at < $2)";
+        let values: Vec<Value> = vec![to_micros(done_before).into(), to_micros(dead_before).into()];
+        Ok(self
+            .connection()
+            .execute_raw(stmt(self.backend(), sql, values))
+            .await?
+            .rows_affected())
+    }
+
+    /// Jobs by kind and state.
+    pub async fn queue_depth(&self) -> StoreResult<Vec<QueueDepth>> {
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state",
+                vec![],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(QueueDepth {
+                    kind: r.try_get("", "kind")?,
+                    state: JobState::parse(&r.try_get::<String>("", "state")?)?,
+                    count: r.try_get("", "n")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Per kind, how long the oldest due job has been waiting.
+    pub async fn oldest_ready_age(&self) -> StoreResult<Vec<(String, TimeDelta)>> {
+        let now = self.clock().now();
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT kind, MIN(run_at) AS oldest FROM jobs WHERE state = 'ready' AND run_at <= $1 GROUP BY kind",
+                vec![to_micros(now).into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "kind")?,
+                    now - from_micros(r.try_get("", "oldest")?),
+                ))
+            })
+            .collect()
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}

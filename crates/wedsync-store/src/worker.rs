@@ -1,0 +1,501 @@
+//! Worker pools: run queued jobs with leases, heartbeats, retries and circuit breakers.
+//!
+//! A pool claims due jobs of the kinds it has handlers for, in batches, never holding more of
+//! a kind than that kind's concurrency limit on this node. Each job runs as its own task; a
+//! heartbeat renews the pool's leases, and a job whose lease was lost (the reaper gave it to
+//! another worker) is aborted here so it does not run twice at once. Successes are written
+//! back in one statement per batch; a failure is retried per the kind's retry policy or
+//! dead-lettered; a deferral (open breaker) puts the job back without counting the attempt.
+//!
+//! Idle pools wait for a wake-up (an enqueue on this node; `NOTIFY` from any node on
+//! PostgreSQL), the next due `run_at`, or the idle poll interval, whichever comes first.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::DbBackend;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use wedsync_core::breaker::{Admission, BreakerPolicy};
+use wedsync_core::id::OrgId;
+use wedsync_core::retry::{Decision, Failure, RetryPolicy};
+
+use crate::queue::{AfterFailure, Job};
+use crate::{Store, StoreResult};
+
+/// Why an attempt did not succeed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobError {
+    /// Worth retrying (timeouts, 5xx, 429…), optionally not before `retry_after`.
+    Transient {
+        /// What happened.
+        error: String,
+        /// How long the other side asked us to wait.
+        retry_after: Option<TimeDelta>,
+    },
+    /// Retrying cannot help (4xx other than 408/425/429, bad payload…): dead at once.
+    Permanent(String),
+    /// Not attempted (its target's breaker is open): wait until `until`, attempt not counted.
+    Deferred {
+        /// When to try again.
+        until: DateTime<Utc>,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl JobError {
+    /// A transient failure without a server-given delay.
+    pub fn transient(error: impl Into<String>) -> Self {
+        JobError::Transient {
+            error: error.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// The future a handler returns.
+pub type JobFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'static>>;
+
+/// Runs jobs of one kind. Must be idempotent: a job can run more than once (at-least-once),
+/// e.g. when a worker dies after the work but before recording it.
+pub trait JobHandler: Send + Sync + 'static {
+    /// Runs one attempt.
+    fn run(&self, job: Job) -> JobFuture;
+}
+
+impl<F, Fut> JobHandler for F
+where
+    F: Fn(Job) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+{
+    fn run(&self, job: Job) -> JobFuture {
+        Box::pin(self(job))
+    }
+}
+
+/// Calls `target` for `org` through its circuit breaker: deferred while the breaker is open,
+/// and the outcome recorded so consecutive failures open it.
+pub async fn guarded<T, Fut>(
+    store: &Store,
+    org: &OrgId,
+    target: &str,
+    policy: &BreakerPolicy,
+    call: impl FnOnce() -> Fut,
+) -> Result<T, JobError>
+where
+    Fut: Future<Output = Result<T, JobError>>,
+{
+    let store_err =
+        |e: crate::StoreError| JobError::transient(format!("breaker state unavailable: {e}"));
+    if let Admission::Defer { until } = store
+        .breaker_admit(org, target, policy)
+        .await
+        .map_err(store_err)?
+    {
+        return Err(JobError::Deferred {
+            until,
+            reason: format!("circuit breaker for {target} is open"),
+        });
+    }
+    let outcome = call().await;
+    let success = match &outcome {
+        Ok(_) => true,
+        // A permanent failure is the request's fault, not the target's health.
+        Err(JobError::Permanent(_)) | Err(JobError::Deferred { .. }) => return outcome,
+        Err(JobError::Transient { .. }) => false,
+    };
+    store
+        .breaker_record(org, target, policy, success)
+        .await
+        .map_err(store_err)?;
+    outcome
+}
+
+/// How a pool behaves.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// This pool's identity in leases; unique per process (e.g. `host:pid:n`).
+    pub worker_id: String,
+    /// Jobs claimed per query.
+    pub batch_size: u32,
+    /// How long a claim is held without a heartbeat.
+    pub lease: TimeDelta,
+    /// How often leases are renewed (well under `lease`).
+    pub heartbeat_every: Duration,
+    /// The longest an idle pool waits before looking again.
+    pub idle_poll: Duration,
+    /// How often expired leases are reaped.
+    pub reap_every: Duration,
+    /// How long shutdown waits for running jobs before handing them back.
+    pub drain_timeout: Duration,
+    /// Pruning of finished jobs, if this pool should do it.
+    pub prune: Option<PruneConfig>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: format!("{}:{}", hostname(), std::process::id()),
+            batch_size: 100,
+            lease: TimeDelta::seconds(30),
+            heartbeat_every: Duration::from_secs(10),
+            idle_poll: Duration::from_secs(2),
+            reap_every: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(20),
+            prune: None,
+        }
+    }
+}
+
+/// How long finished jobs are kept.
+#[derive(Debug, Clone)]
+pub struct PruneConfig {
+    /// How often to prune.
+    pub every: Duration,
+    /// Keep succeeded and discarded jobs this long (also the dedupe window).
+    pub keep_done: TimeDelta,
+    /// Keep dead jobs this long, for inspection and retry.
+    pub keep_dead: TimeDelta,
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "wedsync".into())
+}
+
+struct Kind {
+    handler: Arc<dyn JobHandler>,
+    concurrency: u32,
+    retry: RetryPolicy,
+}
+
+/// A set of handlers and the loop that feeds them.
+pub struct WorkerPool {
+    store: Store,
+    config: PoolConfig,
+    kinds: BTreeMap<String, Kind>,
+}
+
+struct Running {
+    kind: String,
+    abort: AbortHandle,
+}
+
+impl WorkerPool {
+    /// A pool with no handlers yet.
+    pub fn new(store: Store, config: PoolConfig) -> Self {
+        Self {
+            store,
+            config,
+            kinds: BTreeMap::new(),
+        }
+    }
+
+    /// Runs jobs of `kind` with `handler`, at most `concurrency` at once on this node.
+    pub fn register(
+        mut self,
+        kind: &str,
+        handler: impl JobHandler,
+        concurrency: u32,
+        retry: RetryPolicy,
+    ) -> Self {
+        self.kinds.insert(
+            kind.to_owned(),
+            Kind {
+                handler: Arc::new(handler),
+                concurrency: concurrency.max(1),
+                retry,
+            },
+        );
+        self
+    }
+
+    /// Starts the pool; it stops claiming when `shutdown` turns true, lets running jobs finish
+    /// (for at most the drain timeout, then hands them back), and the task ends.
+    pub fn spawn(self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run(shutdown))
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let store = self.store.clone();
+        let cfg = self.config.clone();
+        let kinds: Vec<String> = self.kinds.keys().cloned().collect();
+        let listener =
+            (store.backend() == DbBackend::Postgres).then(|| spawn_pg_listener(store.clone()));
+        let wake = store.woken();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Job, Result<(), JobError>)>();
+        let mut running: HashMap<String, Running> = HashMap::new();
+        let mut heartbeat = tokio::time::interval(cfg.heartbeat_every);
+        let mut reap = tokio::time::interval(cfg.reap_every);
+        let mut prune = tokio::time::interval(
+            cfg.prune
+                .as_ref()
+                .map_or(Duration::from_secs(3600), |p| p.every),
+        );
+        let mut stopping = *shutdown.borrow();
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
+        tracing::info!(worker = %cfg.worker_id, kinds = ?kinds, "worker pool started");
+
+        loop {
+            // Register for a wake-up before looking, so an enqueue between the look and the
+            // wait is not missed.
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let mut full_batch = false;
+            if !stopping {
+                for (name, kind) in &self.kinds {
+                    let busy = running.values().filter(|r| &r.kind == name).count() as u32;
+                    let room = kind.concurrency.saturating_sub(busy).min(cfg.batch_size);
+                    if room == 0 {
+                        continue;
+                    }
+                    match store.claim(&cfg.worker_id, name, room, cfg.lease).await {
+                        Ok(jobs) => {
+                            if jobs.len() as u32 == room && room == cfg.batch_size {
+                                full_batch = true;
+                            }
+                            if !jobs.is_empty() {
+                                metrics::counter!("wedsync_job_claims_total", "kind" => name.clone()).increment(jobs.len() as u64);
+                            }
+                            for job in jobs {
+                                let tx = done_tx.clone();
+                                let handler = kind.handler.clone();
+                                let id = job.id.clone();
+                                let task = tokio::spawn(async move {
+                                    let outcome = handler.run(job.clone()).await;
+                                    let _ = tx.send((job, outcome));
+                                });
+                                running.insert(
+                                    id,
+                                    Running {
+                                        kind: name.clone(),
+                                        abort: task.abort_handle(),
+                                    },
+                                );
+                            }
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, kind = %name, "claiming jobs failed");
+                        }
+                    }
+                }
+            }
+
+            if stopping && running.is_empty() {
+                break;
+            }
+
+            let wait = if full_batch {
+                Duration::ZERO
+            } else {
+                match store.next_due(&kinds).await {
+                    Ok(Some(due)) => {
+                        let until = (due - store.clock().now())
+                            .to_std()
+                            .unwrap_or(Duration::ZERO);
+                        until.min(cfg.idle_poll)
+                    }
+                    _ => cfg.idle_poll,
+                }
+            };
+            let drain = async {
+                match drain_deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+
+            tokio::select! {
+                _ = &mut notified => {}
+                Some(first) = done_rx.recv() => {
+                    let mut batch = vec![first];
+                    while let Ok(more) = done_rx.try_recv() {
+                        batch.push(more);
+                    }
+                    for (job, _) in &batch {
+                        running.remove(&job.id);
+                    }
+                    self.record(batch).await;
+                }
+                _ = heartbeat.tick(), if !running.is_empty() => {
+                    let ids: Vec<String> = running.keys().cloned().collect();
+                    match store.heartbeat(&cfg.worker_id, &ids, cfg.lease).await {
+                        Ok(held) => {
+                            for id in ids.iter().filter(|id| !held.contains(id)) {
+                                if let Some(lost) = running.remove(id) {
+                                    lost.abort.abort();
+                                    metrics::counter!("wedsync_job_attempts_total", "kind" => lost.kind.clone(), "outcome" => "lease_lost").increment(1);
+                                    tracing::warn!(job = %id, "lease lost; stopped the job here");
+                                }
+                            }
+                        }
+                        Err(error) => tracing::error!(%error, "heartbeat failed"),
+                    }
+                }
+                _ = reap.tick() => {
+                    if let Err(error) = store.reap_expired().await {
+                        tracing::error!(%error, "reaping expired leases failed");
+                    }
+                }
+                _ = prune.tick(), if cfg.prune.is_some() => {
+                    if let Some(p) = &cfg.prune {
+                        let now = store.clock().now();
+                        match store.prune_jobs(now - p.keep_done, now - p.keep_dead).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(pruned = n, "pruned finished jobs"),
+                            Err(error) => tracing::error!(%error, "pruning jobs failed"),
+                        }
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {}
+                changed = shutdown.changed(), if !stopping => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        stopping = true;
+                        drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
+                        tracing::info!(running = running.len(), "worker pool stopping: draining running jobs");
+                    }
+                }
+                _ = drain => {
+                    // Hand back what did not finish so another node runs it now rather than
+                    // after the lease expires.
+                    let now = store.clock().now();
+                    for (id, r) in running.drain() {
+                        r.abort.abort();
+                        if let Err(error) = store.defer(&cfg.worker_id, &id, now).await {
+                            tracing::error!(%error, job = %id, "could not hand back a job; it will be reaped");
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(listener) = listener {
+            listener.abort();
+        }
+        tracing::info!(worker = %cfg.worker_id, "worker pool stopped");
+    }
+
+    async fn record(&self, batch: Vec<(Job, Result<(), JobError>)>) {
+        let store = &self.store;
+        let worker = &self.config.worker_id;
+        let mut done = Vec::new();
+        for (job, outcome) in batch {
+            let kind = job.kind.clone();
+            let outcome_label = match outcome {
+                Ok(()) => {
+                    done.push(job.id);
+                    "succeeded"
+                }
+                Err(JobError::Deferred { until, reason }) => {
+                    tracing::info!(job = %job.id, %until, %reason, "job deferred");
+                    log_err(store.defer(worker, &job.id, until).await);
+                    "deferred"
+                }
+                Err(err) => {
+                    let (failure, message) = match err {
+                        JobError::Permanent(e) => (Failure::Permanent { reason: e.clone() }, e),
+                        JobError::Transient { error, retry_after } => (
+                            Failure::Transient {
+                                reason: error.clone(),
+                                retry_after,
+                            },
+                            error,
+                        ),
+                        JobError::Deferred { .. } => continue,
+                    };
+                    let policy = self
+                        .kinds
+                        .get(&kind)
+                        .map(|k| k.retry.clone())
+                        .unwrap_or_default();
+                    let now = store.clock().now();
+                    let attempts = u32::try_from(job.attempts).unwrap_or(0);
+                    let max = policy
+                        .max_attempts
+                        .min(u32::try_from(job.max_attempts).unwrap_or(u32::MAX));
+                    let decision = if attempts >= max {
+                        Decision::GiveUp {
+                            reason: format!("gave up after {attempts} attempts"),
+                        }
+                    } else {
+                        policy.decide(
+                            attempts,
+                            job.created_at,
+                            now,
+                            &failure,
+                            rand::random::<f64>(),
+                        )
+                    };
+                    match decision {
+                        Decision::RetryAt(at) => {
+                            tracing::info!(job = %job.id, %kind, attempts, retry_at = %at, error = %message, "job failed; will retry");
+                            log_err(
+                                store
+                                    .fail(worker, &job.id, &message, AfterFailure::RetryAt(at))
+                                    .await,
+                            );
+                            "retried"
+                        }
+                        Decision::GiveUp { reason } => {
+                            tracing::warn!(job = %job.id, %kind, attempts, error = %message, %reason, "job dead");
+                            log_err(
+                                store
+                                    .fail(
+                                        worker,
+                                        &job.id,
+                                        &format!("{message} ({reason})"),
+                                        AfterFailure::Dead,
+                                    )
+                                    .await,
+                            );
+                            "dead"
+                        }
+                    }
+                }
+            };
+            metrics::counter!("wedsync_job_attempts_total", "kind" => kind, "outcome" => outcome_label).increment(1);
+        }
+        if !done.is_empty() {
+            log_err(store.complete(worker, &done).await);
+        }
+    }
+}
+
+fn log_err<T>(result: StoreResult<T>) {
+    if let Err(error) = result {
+        // The job keeps its lease and is reaped after it expires, so it runs again: the
+        // at-least-once guarantee survives a failed write here.
+        tracing::error!(%error, "recording a job outcome failed");
+    }
+}
+
+/// Forwards PostgreSQL notifications on the jobs channel to this process's wake-up.
+fn spawn_pg_listener(store: Store) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let pool = store.connection().get_postgres_connection_pool().clone();
+            match sea_orm::sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(mut listener) => {
+                    if let Err(error) = listener.listen(crate::queue::NOTIFY_CHANNEL).await {
+                        tracing::error!(%error, "LISTEN failed");
+                    } else {
+                        while listener.recv().await.is_ok() {
+                            store.wake_workers();
+                        }
+                    }
+                }
+                Err(error) => tracing::error!(%error, "cannot open the LISTEN connection"),
+            }
+            // Polling covers the gap until the listener is back.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    })
+}
