@@ -3,5 +3,6 @@
 
 mod atomicity;
 mod audit;
+mod queue;
 mod schema;
 mod support;

@@ -20,7 +20,7 @@ async fn migrating_twice_is_a_no_op() {
     ));
     assert_eq!(
         store.migrate().await.expect("migrate"),
-        vec!["m0001_foundation".to_owned()]
+        ["m0001_foundation", "m0002_durable_work"]
     );
     assert!(store.migrate().await.expect("again").is_empty());
     assert_eq!(

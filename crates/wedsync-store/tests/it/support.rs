@@ -29,6 +29,18 @@ pub async fn ctx() -> Ctx {
     }
 }
 
+impl Ctx {
+    /// The manual clock's current instant.
+    pub fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        wedsync_core::clock::Clock::now(&self.clock)
+    }
+
+    /// Options reaching this test's database, for a second "node".
+    pub fn options(&self) -> wedsync_store::StoreOptions {
+        self._db.options.clone()
+    }
+}
+
 pub fn operator() -> Actor {
     Actor::Cli("test".into())
 }
