@@ -281,13 +281,98 @@ impl Store {
         Ok(result)
     }
 
-    /// Enqueues many jobs in one transaction (one disk sync for all of them).
+    /// Enqueues many jobs in one transaction (one disk sync for all of them), with one
+    /// multi-row insert per 500 jobs and one wake-up, so bulk work costs a few round trips
+    /// instead of one per job. Results are in input order.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>> {
-        let tx = self.write_tx().await?;
+        const CHUNK: usize = 500;
+        let backend = self.backend();
         let now = self.clock().now();
+        let tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            out.push(enqueue_in(&tx, now, job).await?);
+        for chunk in jobs.chunks(CHUNK) {
+            let ids: Vec<String> = chunk
+                .iter()
+                .map(|_| JobId::new_at(now).to_string())
+                .collect();
+            let mut rows = Vec::with_capacity(chunk.len());
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8 + 1);
+            values.push(to_micros(now).into());
+            for (job, id) in chunk.iter().zip(&ids) {
+                let p = values.len() + 1;
+                rows.push(format!(
+                    "(${p}, ${}, ${}, ${}, ${}, 'ready', ${}, 0, ${}, ${}, NULL, NULL, NULL, $1, $1, NULL)",
+                    p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7
+                ));
+                values.extend([
+                    Value::from(id.clone()),
+                    job.org_id.map(|o| o.to_string()).into(),
+                    job.kind.clone().into(),
+                    job.payload.to_string().into(),
+                    job.priority.into(),
+                    to_micros(job.run_at.unwrap_or(now)).into(),
+                    i32::try_from(job.max_attempts)
+                        .unwrap_or(i32::MAX)
+                        .max(1)
+                        .into(),
+                    job.dedupe_key.clone().into(),
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO jobs (id, org_id, kind, payload, priority, state, run_at, attempts, max_attempts, \
+                 dedupe_key, lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at) \
+                 VALUES {} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+                rows.join(", ")
+            );
+            let inserted: std::collections::HashSet<String> = tx
+                .query_all_raw(stmt(backend, &sql, values))
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String>("", "id"))
+                .collect::<Result<_, _>>()?;
+            // Jobs whose dedupe key already existed: report the existing job.
+            let dupes: Vec<String> = chunk
+                .iter()
+                .zip(&ids)
+                .filter(|(_, id)| !inserted.contains(*id))
+                .filter_map(|(job, _)| job.dedupe_key.clone())
+                .collect();
+            let mut existing = std::collections::HashMap::new();
+            if !dupes.is_empty() {
+                let sql = format!(
+                    "SELECT id, dedupe_key FROM jobs WHERE dedupe_key IN ({})",
+                    placeholders(1, dupes.len())
+                );
+                let keys: Vec<Value> = dupes.iter().map(|k| Value::from(k.clone())).collect();
+                for r in tx.query_all_raw(stmt(backend, &sql, keys)).await? {
+                    existing.insert(
+                        r.try_get::<String>("", "dedupe_key")?,
+                        r.try_get::<String>("", "id")?,
+                    );
+                }
+            }
+            for (job, id) in chunk.iter().zip(ids) {
+                if inserted.contains(&id) {
+                    out.push(Enqueued { id, created: true });
+                } else {
+                    let found = job
+                        .dedupe_key
+                        .as_ref()
+                        .and_then(|k| existing.get(k))
+                        .cloned();
+                    let id = found
+                        .ok_or_else(|| StoreError::Conflict("duplicate job vanished".into()))?;
+                    out.push(Enqueued { id, created: false });
+                }
+            }
+        }
+        if backend == DbBackend::Postgres && out.iter().any(|e| e.created) {
+            tx.execute_raw(stmt(
+                backend,
+                "SELECT pg_notify($1, 'batch')",
+                vec![NOTIFY_CHANNEL.into()],
+            ))
+            .await?;
         }
         tx.commit().await?;
         self.wake_workers();

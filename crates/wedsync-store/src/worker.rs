@@ -127,7 +127,10 @@ pub struct PoolConfig {
     pub lease: TimeDelta,
     /// How often leases are renewed (well under `lease`).
     pub heartbeat_every: Duration,
-    /// The longest an idle pool waits before looking again.
+    /// The longest an idle pool waits before looking again. Only a safety net: enqueues wake
+    /// pools at once (in-process, and by `NOTIFY` on PostgreSQL) and delayed jobs wake them
+    /// at their `run_at`. Each wake-up of an idle process costs far more than its queries
+    /// (thread and CPU wake-ups), so this is long by default to keep an idle node near 0% CPU.
     pub idle_poll: Duration,
     /// How often expired leases are reaped.
     pub reap_every: Duration,
@@ -144,8 +147,8 @@ impl Default for PoolConfig {
             batch_size: 100,
             lease: TimeDelta::seconds(30),
             heartbeat_every: Duration::from_secs(10),
-            idle_poll: Duration::from_secs(2),
-            reap_every: Duration::from_secs(5),
+            idle_poll: Duration::from_secs(30),
+            reap_every: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(20),
             prune: None,
         }

@@ -604,6 +604,35 @@ async fn a_dedupe_key_enqueues_once() {
         .expect("list");
     assert_eq!(all.data.len(), 1);
     assert_eq!(all.data[0].payload["n"], 1);
+
+    // In bulk: a key seen before, a new key, and the new key again in the same batch.
+    let keyed = |n: i64, key: &str| {
+        let mut j = job(n);
+        j.dedupe_key = Some(key.into());
+        j
+    };
+    let out = c
+        .store
+        .enqueue_many(vec![
+            keyed(3, "evt_same"),
+            keyed(4, "evt_new"),
+            job(5),
+            keyed(6, "evt_new"),
+        ])
+        .await
+        .expect("enqueue many");
+    assert_eq!(
+        out.iter().map(|e| e.created).collect::<Vec<_>>(),
+        [false, true, true, false]
+    );
+    assert_eq!(out[0].id, first.id);
+    assert_eq!(out[3].id, out[1].id);
+    let all = c
+        .store
+        .list_jobs(None, &JobFilter::default(), &Default::default())
+        .await
+        .expect("list");
+    assert_eq!(all.data.len(), 3);
 }
 
 #[tokio::test]
