@@ -412,38 +412,44 @@ mod m0002_durable_work {
                         .to_owned(),
                 )
                 .await?;
-            // Claims walk ready jobs in priority order; the reaper finds expired leases;
-            // the API lists an organisation's jobs; pruning finds old finished ones.
+            // Partial indexes: a row is in the claim index only while ready and in the lease
+            // index only while running, so each state change touches as few index entries as
+            // possible (write amplification is the cost of a queue in a table).
             manager
                 .create_index(
                     Index::create()
                         .name("ix_jobs_claim")
                         .table(Alias::new("jobs"))
-                        .col(Alias::new("state"))
+                        .col(Alias::new("kind"))
                         .col((Alias::new("priority"), IndexOrder::Desc))
                         .col(Alias::new("run_at"))
                         .col(Alias::new("id"))
+                        .and_where(Expr::col(Alias::new("state")).eq("ready"))
                         .to_owned(),
                 )
                 .await?;
             manager
-                .create_index(index(
-                    "ix_jobs_lease",
-                    "jobs",
-                    &["state", "lease_expires_at"],
-                    false,
-                ))
+                .create_index(
+                    Index::create()
+                        .name("ix_jobs_lease")
+                        .table(Alias::new("jobs"))
+                        .col(Alias::new("lease_expires_at"))
+                        .and_where(Expr::col(Alias::new("state")).eq("running"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(
+                    Index::create()
+                        .name("ix_jobs_finished")
+                        .table(Alias::new("jobs"))
+                        .col(Alias::new("finished_at"))
+                        .and_where(Expr::col(Alias::new("finished_at")).is_not_null())
+                        .to_owned(),
+                )
                 .await?;
             manager
                 .create_index(index("ix_jobs_org", "jobs", &["org_id", "id"], false))
-                .await?;
-            manager
-                .create_index(index(
-                    "ix_jobs_finished",
-                    "jobs",
-                    &["state", "finished_at"],
-                    false,
-                ))
                 .await?;
 
             manager

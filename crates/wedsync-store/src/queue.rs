@@ -16,7 +16,7 @@
 //! claims and wake-ups are in-process.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Statement, Value};
 use serde::Serialize;
 use wedsync_core::clock::{from_micros, to_micros};
 use wedsync_core::id::{JobId, OrgId};
@@ -190,6 +190,53 @@ fn placeholders(first: usize, n: usize) -> String {
 
 fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// On PostgreSQL, claims, heartbeats and outcomes commit without waiting for the WAL flush
+/// (`synchronous_commit = off`, for that transaction only). Losing one of them in a server
+/// crash only means the job runs again, which at-least-once delivery already allows; the
+/// enqueue, which must never be lost, stays fully synchronous. SQLite keeps its setting.
+async fn relaxed_query(
+    store: &Store,
+    sql: &str,
+    values: Vec<Value>,
+) -> StoreResult<Vec<sea_orm::QueryResult>> {
+    let backend = store.backend();
+    if backend != DbBackend::Postgres {
+        return Ok(store
+            .connection()
+            .query_all_raw(stmt(backend, sql, values))
+            .await?);
+    }
+    use sea_orm::TransactionTrait;
+    let tx = store.connection().begin().await?;
+    tx.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
+        .await?;
+    let rows = tx.query_all_raw(stmt(backend, sql, values)).await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// [`relaxed_query`] for statements without results; returns the rows affected.
+async fn relaxed_exec(store: &Store, sql: &str, values: Vec<Value>) -> StoreResult<u64> {
+    let backend = store.backend();
+    if backend != DbBackend::Postgres {
+        return Ok(store
+            .connection()
+            .execute_raw(stmt(backend, sql, values))
+            .await?
+            .rows_affected());
+    }
+    use sea_orm::TransactionTrait;
+    let tx = store.connection().begin().await?;
+    tx.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
+        .await?;
+    let affected = tx
+        .execute_raw(stmt(backend, sql, values))
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(affected)
 }
 
 /// Enqueues `job` on `db`, which may be the caller's open transaction: if it rolls back, the
@@ -409,13 +456,14 @@ impl Store {
             kind.into(),
             i64::from(limit).into(),
         ];
-        let rows = job::Entity::find()
-            .from_raw_sql(stmt(self.backend(), &sql, values))
-            .all(self.connection())
-            .await?;
+        let rows = relaxed_query(self, &sql, values).await?;
         let mut jobs = rows
-            .into_iter()
-            .map(to_job)
+            .iter()
+            .map(|r| {
+                job::Model::from_query_result(r, "")
+                    .map_err(StoreError::from)
+                    .and_then(to_job)
+            })
             .collect::<StoreResult<Vec<_>>>()?;
         jobs.sort_by(|a, b| {
             b.priority
@@ -449,10 +497,7 @@ impl Store {
             worker.into(),
         ];
         values.extend(ids.iter().map(|id| Value::from(id.clone())));
-        let rows = self
-            .connection()
-            .query_all_raw(stmt(self.backend(), &sql, values))
-            .await?;
+        let rows = relaxed_query(self, &sql, values).await?;
         rows.iter()
             .map(|r| r.try_get::<String>("", "id").map_err(StoreError::from))
             .collect()
@@ -472,11 +517,7 @@ impl Store {
         );
         let mut values: Vec<Value> = vec![now.into(), worker.into()];
         values.extend(ids.iter().map(|id| Value::from(id.clone())));
-        Ok(self
-            .connection()
-            .execute_raw(stmt(self.backend(), &sql, values))
-            .await?
-            .rows_affected())
+        relaxed_exec(self, &sql, values).await
     }
 
     /// Records a failed attempt: back to `ready` at the retry time, or `dead`.
@@ -504,12 +545,7 @@ impl Store {
             id.into(),
             worker.into(),
         ];
-        Ok(self
-            .connection()
-            .execute_raw(stmt(self.backend(), sql, values))
-            .await?
-            .rows_affected()
-            == 1)
+        Ok(relaxed_exec(self, sql, values).await? == 1)
     }
 
     /// Puts a running job back to wait until `until` without counting the attempt (its target
@@ -525,12 +561,7 @@ impl Store {
             id.into(),
             worker.into(),
         ];
-        Ok(self
-            .connection()
-            .execute_raw(stmt(self.backend(), sql, values))
-            .await?
-            .rows_affected()
-            == 1)
+        Ok(relaxed_exec(self, sql, values).await? == 1)
     }
 
     /// Returns running jobs whose lease ran out to `ready` (or `dead` if that was their last

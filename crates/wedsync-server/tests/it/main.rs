@@ -7,5 +7,6 @@ mod bookings;
 mod couples;
 mod errors;
 mod isolation;
+mod jobs;
 mod meta;
 mod support;
