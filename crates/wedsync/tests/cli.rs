@@ -321,3 +321,55 @@ async fn a_database_from_a_newer_release_is_refused() {
         );
     }
 }
+
+#[tokio::test]
+async fn dead_jobs_can_be_listed_retried_and_discarded_from_the_command_line() {
+    let e = env().await;
+    assert!(e.run(&["migrate"]).status.success());
+    let store = wedsync_store::Store::connect(
+        &e.db.options,
+        std::sync::Arc::new(wedsync_core::clock::SystemClock),
+    )
+    .await
+    .expect("connect");
+    let id = store
+        .enqueue(wedsync_store::queue::NewJob::new(
+            "test.work",
+            serde_json::json!({}),
+        ))
+        .await
+        .expect("enqueue")
+        .id;
+    store
+        .claim("w", "test.work", 1, chrono::TimeDelta::seconds(30))
+        .await
+        .expect("claim");
+    store
+        .fail(
+            "w",
+            &id,
+            "smtp 550 mailbox unavailable",
+            wedsync_store::queue::AfterFailure::Dead,
+        )
+        .await
+        .expect("fail");
+
+    let dead = e.json(&["jobs", "list", "--state", "dead", "--json"]);
+    assert_eq!(dead[0]["id"], id.as_str());
+    assert_eq!(dead[0]["last_error"], "smtp 550 mailbox unavailable");
+    let text =
+        String::from_utf8_lossy(&e.run(&["jobs", "list", "--state", "dead"]).stdout).into_owned();
+    assert!(text.contains(&id) && text.contains("smtp 550"), "{text}");
+    assert_eq!(e.json(&["jobs", "retry", &id, "--json"])["state"], "ready");
+    assert_eq!(e.json(&["jobs", "show", &id, "--json"])["attempts"], 0);
+    assert_eq!(
+        e.json(&["jobs", "discard", &id, "--json"])["state"],
+        "discarded"
+    );
+    let missing = e.run(&["jobs", "show", "job_0193f0c0000070008000000000000000"]);
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("no job"), "{}", stderr(&missing));
+    let bad = e.run(&["jobs", "list", "--state", "sleeping"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--state"), "{}", stderr(&bad));
+}
