@@ -125,6 +125,7 @@ impl Store {
             created_at: to_micros(now),
             updated_at: to_micros(now),
         };
+        let priority = outbox::booking_priority(&fields, now);
         let model = apply(blank, couple_id, fields);
         let tx = self.write_tx().await?;
         ensure_couple(&tx, org, couple_id).await?;
@@ -147,13 +148,14 @@ impl Store {
             },
         )
         .await?;
-        outbox::emit(
+        outbox::emit_with_priority(
             &tx,
             org,
             now,
             "booking.created",
             &view.id.to_string(),
             serde_json::json!({ "booking": json }),
+            priority,
         )
         .await?;
         tx.commit().await?;
@@ -230,6 +232,7 @@ impl Store {
             .ok_or(StoreError::NotFound)?;
         let (old_couple, old_fields) = to_fields(&current)?;
         let (new_couple, new_fields) = edit(&old_couple, &old_fields)?;
+        let priority = outbox::booking_priority(&new_fields, now);
         if new_couple != old_couple {
             ensure_couple(&tx, org, &new_couple).await?;
         }
@@ -264,13 +267,14 @@ impl Store {
         } else {
             "booking.updated"
         };
-        outbox::emit(
+        outbox::emit_with_priority(
             &tx,
             org,
             now,
             event,
             &id.to_string(),
             serde_json::json!({ "booking": after_json }),
+            priority,
         )
         .await?;
         tx.commit().await?;

@@ -145,6 +145,7 @@ impl Store {
             created_at: to_micros(now),
             updated_at: to_micros(now),
         };
+        let priority = outbox::couple_priority(&fields, now);
         let model = apply(blank, fields);
         let tx = self.write_tx().await?;
         couple::Entity::insert(couple::ActiveModel::from(model.clone()))
@@ -166,13 +167,14 @@ impl Store {
             },
         )
         .await?;
-        outbox::emit(
+        outbox::emit_with_priority(
             &tx,
             org,
             now,
             "client.created",
             &view.id.to_string(),
             serde_json::json!({ "couple": json }),
+            priority,
         )
         .await?;
         tx.commit().await?;
@@ -244,6 +246,7 @@ impl Store {
             .ok_or(StoreError::NotFound)?;
         let old_fields = to_fields(&current)?;
         let new_fields = edit(&old_fields)?;
+        let priority = outbox::couple_priority(&new_fields, now);
         let (old_date, new_date) = (old_fields.wedding_date, new_fields.wedding_date);
         if wedding_date_change_needs_confirmation(
             old_date,
@@ -295,7 +298,16 @@ impl Store {
         if date_changed {
             data["wedding_date_changed"] = serde_json::json!({ "from": old_date, "to": new_date });
         }
-        outbox::emit(&tx, org, now, "client.updated", &id.to_string(), data).await?;
+        outbox::emit_with_priority(
+            &tx,
+            org,
+            now,
+            "client.updated",
+            &id.to_string(),
+            data,
+            priority,
+        )
+        .await?;
         tx.commit().await?;
         self.wake_workers();
         Ok(after)

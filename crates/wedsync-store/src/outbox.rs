@@ -12,6 +12,8 @@ use serde::Serialize;
 use wedsync_core::clock::{from_micros, to_micros};
 use wedsync_core::id::{EventId, OrgId};
 
+use wedsync_core::calendar::{PRIORITY_NORMAL, PRIORITY_WEDDING_TODAY};
+
 use crate::entity::outbox_event;
 use crate::{Store, StoreResult};
 
@@ -41,6 +43,19 @@ pub(crate) async fn emit(
     subject: &str,
     data: serde_json::Value,
 ) -> StoreResult<EventId> {
+    emit_with_priority(tx, org, at, event_type, subject, data, PRIORITY_NORMAL).await
+}
+
+/// Like [`emit`], with the publish job's queue priority (wedding-day work goes first).
+pub(crate) async fn emit_with_priority(
+    tx: &DatabaseTransaction,
+    org: &OrgId,
+    at: chrono::DateTime<chrono::Utc>,
+    event_type: &str,
+    subject: &str,
+    data: serde_json::Value,
+    priority: i32,
+) -> StoreResult<EventId> {
     let id = EventId::new_at(at);
     outbox_event::Entity::insert(outbox_event::ActiveModel {
         id: Set(id.to_string()),
@@ -60,8 +75,37 @@ pub(crate) async fn emit(
     job.org_id = Some(*org);
     job.dedupe_key = Some(id.to_string());
     job.max_attempts = 25;
+    job.priority = priority;
     crate::queue::enqueue_in(tx, at, job).await?;
     Ok(id)
+}
+
+/// The queue priority of work about a couple: raised when their wedding is today in its own
+/// zone, so it overtakes routine work (`wedsync_core::calendar`).
+pub(crate) fn couple_priority(
+    fields: &wedsync_core::couple::CoupleFields,
+    now: chrono::DateTime<chrono::Utc>,
+) -> i32 {
+    let today = now.with_timezone(&fields.time_zone.tz()).date_naive();
+    if fields.wedding_date == today {
+        PRIORITY_WEDDING_TODAY
+    } else {
+        PRIORITY_NORMAL
+    }
+}
+
+/// The queue priority of work about a booking: raised while it runs or when it starts within
+/// a day.
+pub(crate) fn booking_priority(
+    fields: &wedsync_core::booking::BookingFields,
+    now: chrono::DateTime<chrono::Utc>,
+) -> i32 {
+    let soon = now + chrono::TimeDelta::days(1);
+    if fields.starts_at < soon && fields.ends_at > now {
+        PRIORITY_WEDDING_TODAY
+    } else {
+        PRIORITY_NORMAL
+    }
 }
 
 /// The job kind that publishes an outbox event.

@@ -794,3 +794,57 @@ async fn outbox_events_are_published_through_the_queue() {
     stop.send(true).expect("stop");
     handle.await.expect("pool");
 }
+
+#[tokio::test]
+async fn work_about_todays_weddings_goes_first() {
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    // The clock reads 1 May 2026, 10:00 in London.
+    let later = c
+        .store
+        .create_couple(
+            &org.id,
+            crate::support::couple_fields("2027-06-12"),
+            &operator(),
+        )
+        .await
+        .expect("couple");
+    let today = c
+        .store
+        .create_couple(
+            &org.id,
+            crate::support::couple_fields("2026-05-01"),
+            &operator(),
+        )
+        .await
+        .expect("couple");
+    let claimed = c
+        .store
+        .claim(
+            "w",
+            wedsync_store::outbox::PUBLISH_KIND,
+            1,
+            TimeDelta::seconds(30),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed[0].priority,
+        wedsync_core::calendar::PRIORITY_WEDDING_TODAY
+    );
+    let published = c
+        .store
+        .outbox_events(&org.id, None, 10)
+        .await
+        .expect("events");
+    let first = published
+        .iter()
+        .find(|e| claimed[0].payload["event_id"] == e.id.as_str())
+        .expect("event");
+    assert_eq!(
+        first.subject,
+        today.id.to_string(),
+        "today's wedding overtakes the earlier, routine event"
+    );
+    assert_ne!(first.subject, later.id.to_string());
+}
