@@ -232,19 +232,20 @@ async fn two_pools_never_run_the_same_job_at_the_same_time() {
     stop.send(true).expect("stop");
     a.await.expect("a");
     b.await.expect("b");
-    let l = ledger.lock().expect("ledger");
-    assert_eq!(l.overlaps, 0, "a job ran on two workers at once");
-    assert_eq!(l.runs.len() as i64, JOBS);
-    assert!(
-        l.runs.values().all(|&r| r == 1),
-        "every job ran exactly once"
-    );
-    assert!(
-        l.by_pool.values().all(|&n| n > 0) && l.by_pool.len() == 2,
-        "both pools worked: {:?}",
-        l.by_pool
-    );
-    drop(l);
+    {
+        let l = ledger.lock().expect("ledger");
+        assert_eq!(l.overlaps, 0, "a job ran on two workers at once");
+        assert_eq!(l.runs.len() as i64, JOBS);
+        assert!(
+            l.runs.values().all(|&r| r == 1),
+            "every job ran exactly once"
+        );
+        assert!(
+            l.by_pool.values().all(|&n| n > 0) && l.by_pool.len() == 2,
+            "both pools worked: {:?}",
+            l.by_pool
+        );
+    }
     eventually("all completions recorded", || async {
         c.store
             .queue_depth()
