@@ -133,6 +133,14 @@ typed_id!(
     EventId, "evt_", "event"
 );
 typed_id!(
+    /// Identifies an inbound source.
+    SourceId, "src_", "source"
+);
+typed_id!(
+    /// Identifies a received inbound request.
+    RequestId, "req_", "inbound request"
+);
+typed_id!(
     /// Identifies a job in the durable queue.
     JobId, "job_", "job"
 );

@@ -9,6 +9,7 @@
 //! - [`booking`]: bookings, their statuses and exact money.
 //! - [`breaker`]: the circuit breaker's state machine (the store persists it).
 //! - [`ratelimit`]: token buckets and the in-memory keyed limiter.
+//! - [`source`]: inbound sources: providers and generic HMAC descriptions.
 //! - [`validate`]: the field-level error type every parse constructor returns.
 //! - [`calendar`]: the wedding calendar: seasons, the wedding-day window (Friday evening to
 //!   Sunday night, booked days, Saturday highest), escalation and queue priority.
@@ -26,4 +27,5 @@ pub mod id;
 pub mod org;
 pub mod ratelimit;
 pub mod retry;
+pub mod source;
 pub mod validate;

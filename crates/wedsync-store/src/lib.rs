@@ -13,6 +13,9 @@
 //! - [`worker`]: worker pools that run queued jobs with heartbeats, retries and breakers.
 //! - [`breakers`]: circuit breakers per (organisation, target), shared by all nodes.
 //! - [`rate_limits`]: database-backed token buckets, for limits that hold across nodes.
+//! - [`secrets`]: the master key that seals stored secrets (AES-256-GCM).
+//! - [`sources`]: inbound sources and their sealed signing secrets.
+//! - [`inbound`]: storing verified requests and their canonical events, deduplicated.
 //!
 //! Invariants: only this crate writes SQL; every query on organisation data filters by
 //! `org_id`; every change is written together with its audit entry and its outbox event in
@@ -25,6 +28,7 @@ pub mod breakers;
 pub mod couples;
 pub mod entity;
 mod error;
+pub mod inbound;
 pub mod members;
 pub mod migration;
 pub mod orgs;
@@ -32,6 +36,8 @@ pub mod outbox;
 pub mod page;
 pub mod queue;
 pub mod rate_limits;
+pub mod secrets;
+pub mod sources;
 pub mod worker;
 
 use std::path::Path;
@@ -122,6 +128,8 @@ pub struct Store {
     /// Wakes this process's idle workers after an enqueue commits (PostgreSQL nodes are also
     /// woken by `NOTIFY`; SQLite has only this).
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Seals and opens stored secrets; set by the binary from configuration.
+    master_key: Option<std::sync::Arc<secrets::MasterKey>>,
 }
 
 impl Store {
@@ -169,6 +177,7 @@ impl Store {
             db,
             clock,
             wake: Default::default(),
+            master_key: None,
         })
     }
 
@@ -289,6 +298,12 @@ impl Store {
             ..Default::default()
         };
         Ok(self.db.begin_with_options(options).await?)
+    }
+
+    /// This store, sealing stored secrets with `key`.
+    pub fn with_master_key(mut self, key: secrets::MasterKey) -> Self {
+        self.master_key = Some(std::sync::Arc::new(key));
+        self
     }
 
     /// Wakes this process's idle workers (call after committing a transaction that enqueued).

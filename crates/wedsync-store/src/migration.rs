@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_foundation::Migration),
             Box::new(m0002_durable_work::Migration),
+            Box::new(m0003_inbound::Migration),
         ]
     }
 }
@@ -488,6 +489,132 @@ mod m0002_durable_work {
                         .col(big_integer("empty_at"))
                         .to_owned(),
                 )
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+mod m0003_inbound {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0003_inbound"
+        }
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("sources"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(text("name"))
+                        .col(string("provider"))
+                        .col(text("config"))
+                        .col(text("secret_sealed"))
+                        .col(text_null("previous_secret_sealed"))
+                        .col(big_integer_null("previous_secret_expires_at"))
+                        .col(boolean("enabled"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut fk(
+                            "fk_sources_org",
+                            "sources",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index("ix_sources_org", "sources", &["org_id", "id"], false))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("inbound_requests"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("source_id"))
+                        .col(string("dedupe_key"))
+                        .col(big_integer("received_at"))
+                        .col(text("headers"))
+                        .col(string("content_type"))
+                        .col(text("body"))
+                        .col(string("body_encoding"))
+                        .foreign_key(&mut fk(
+                            "fk_inbound_source",
+                            "inbound_requests",
+                            &["source_id"],
+                            "sources",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            // The dedupe guard: one stored request per sender event per source.
+            manager
+                .create_index(index(
+                    "ux_inbound_dedupe",
+                    "inbound_requests",
+                    &["source_id", "dedupe_key"],
+                    true,
+                ))
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_inbound_received",
+                    "inbound_requests",
+                    &["received_at"],
+                    false,
+                ))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("events"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("source_id"))
+                        .col(string("request_id"))
+                        .col(string("event_type"))
+                        .col(string_null("subject"))
+                        .col(big_integer("time"))
+                        .col(text("data"))
+                        .col(string_null("couple_id"))
+                        .col(string_null("booking_id"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer_null("routed_at"))
+                        .foreign_key(&mut fk(
+                            "fk_events_request",
+                            "events",
+                            &["request_id"],
+                            "inbound_requests",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index("ix_events_org", "events", &["org_id", "id"], false))
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_events_org_type",
+                    "events",
+                    &["org_id", "event_type", "id"],
+                    false,
+                ))
                 .await?;
             Ok(())
         }

@@ -72,10 +72,12 @@ pub async fn fresh_db() -> StoreResult<TestDb> {
     }
 }
 
-/// A fresh, migrated store using `clock`.
+/// A fresh, migrated store using `clock`, sealing secrets with a fresh master key.
 pub async fn migrated_store(clock: SharedClock) -> StoreResult<(Store, TestDb)> {
     let db = fresh_db().await?;
-    let store = Store::connect(&db.options, clock).await?;
+    let store = Store::connect(&db.options, clock)
+        .await?
+        .with_master_key(crate::secrets::MasterKey::generate());
     store.migrate().await?;
     Ok((store, db))
 }

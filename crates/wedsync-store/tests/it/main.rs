@@ -3,6 +3,7 @@
 
 mod atomicity;
 mod audit;
+mod inbound;
 mod queue;
 mod schema;
 mod support;

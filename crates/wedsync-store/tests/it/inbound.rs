@@ -1,0 +1,302 @@
+use chrono::TimeDelta;
+use wedsync_core::source::Provider;
+use wedsync_store::StoreError;
+use wedsync_store::inbound::{EventFilter, IncomingRequest, Ingested, NewEvent};
+use wedsync_store::sources::{NewSource, SourceConfig, ip_allowed};
+
+use crate::support::{couple_fields, ctx, operator, org};
+
+fn config() -> SourceConfig {
+    SourceConfig {
+        generic: None,
+        ip_allowlist: vec![],
+        rate_per_minute: 100,
+        tolerance_seconds: 300,
+    }
+}
+
+#[tokio::test]
+async fn sources_seal_their_secrets_and_rotation_keeps_the_old_one_for_the_grace() {
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let new =
+        NewSource::parse("Svix relay", Provider::StandardWebhooks, config(), None).expect("valid");
+    let (source, secret) = c
+        .store
+        .create_source(&org.id, new, &operator())
+        .await
+        .expect("create");
+    assert!(
+        secret.starts_with("whsec_"),
+        "a Standard Webhooks secret is generated"
+    );
+    assert_eq!(source.inbound_path, format!("/v1/inbound/{}", source.id));
+    let listed =
+        serde_json::to_string(&c.store.list_sources(&org.id).await.expect("list")).expect("json");
+    assert!(!listed.contains(&secret[6..]), "secrets never come back");
+    let audit = serde_json::to_string(
+        &c.store
+            .audit_entries(&org.id, None, 10)
+            .await
+            .expect("audit"),
+    )
+    .expect("json");
+    assert!(!audit.contains(&secret[6..]), "nor into the audit log");
+    let raw = wedsync_store::testing::execute_raw(&c.store, "SELECT 1").await;
+    assert!(raw.is_ok());
+
+    let verifying = c
+        .store
+        .source_for_verification(&source.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(verifying.secrets, vec![secret.clone().into_bytes()]);
+
+    let (_, rotated) = c
+        .store
+        .rotate_source_secret(&org.id, &source.id, None, TimeDelta::hours(24), &operator())
+        .await
+        .expect("rotate");
+    let both = c
+        .store
+        .source_for_verification(&source.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(
+        both.secrets,
+        vec![rotated.clone().into_bytes(), secret.into_bytes()]
+    );
+    c.clock.advance(TimeDelta::hours(24));
+    let after = c
+        .store
+        .source_for_verification(&source.id)
+        .await
+        .expect("load")
+        .expect("exists");
+    assert_eq!(
+        after.secrets,
+        vec![rotated.into_bytes()],
+        "the old secret expires after the grace"
+    );
+
+    // Another organisation cannot see or rotate it.
+    let other = crate::support::org(&c.store, "Petal & Stem").await;
+    assert!(matches!(
+        c.store.get_source(&other.id, &source.id).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        c.store
+            .rotate_source_secret(
+                &other.id,
+                &source.id,
+                None,
+                TimeDelta::hours(1),
+                &operator()
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn provider_issued_secrets_must_be_given_and_settings_are_checked() {
+    let err =
+        NewSource::parse("Stripe", Provider::Stripe, config(), None).expect_err("needs a secret");
+    assert_eq!(err.0[0].field, "secret");
+    let mut bad = config();
+    bad.ip_allowlist = vec!["10.0.0.0/33".into()];
+    bad.rate_per_minute = 0;
+    let err =
+        NewSource::parse("Zap", Provider::Zapier, bad, Some("s".into())).expect_err("invalid");
+    let fields: Vec<_> = err.0.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(fields, ["generic", "ip_allowlist[0]", "rate_per_minute"]);
+    let allow = vec!["203.0.113.0/24".to_owned(), "2001:db8::1".to_owned()];
+    assert!(ip_allowed(&allow, "203.0.113.9".parse().expect("ip")));
+    assert!(
+        ip_allowed(&allow, "::ffff:203.0.113.9".parse().expect("ip")),
+        "IPv4-mapped IPv6"
+    );
+    assert!(!ip_allowed(&allow, "198.51.100.1".parse().expect("ip")));
+    assert!(
+        ip_allowed(&[], "198.51.100.1".parse().expect("ip")),
+        "no list allows any"
+    );
+}
+
+fn request(
+    source: &wedsync_store::sources::Source,
+    org: wedsync_core::id::OrgId,
+    key: &str,
+) -> IncomingRequest {
+    IncomingRequest {
+        source_id: source.id,
+        org_id: org,
+        headers: vec![("content-type".into(), "application/json".into())],
+        content_type: "application/json".into(),
+        body: br#"{"id":"evt_1","type":"payment_intent.succeeded"}"#.to_vec(),
+        dedupe_key: key.into(),
+    }
+}
+
+#[tokio::test]
+async fn ingest_stores_once_links_the_couple_and_routes_todays_wedding_first() {
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let other = crate::support::org(&c.store, "Petal & Stem").await;
+    let new = NewSource::parse(
+        "Stripe",
+        Provider::Stripe,
+        config(),
+        Some("whsec_test".into()),
+    )
+    .expect("valid");
+    let (source, _) = c
+        .store
+        .create_source(&org.id, new, &operator())
+        .await
+        .expect("source");
+    let today = c
+        .store
+        .create_couple(&org.id, couple_fields("2026-05-01"), &operator())
+        .await
+        .expect("couple");
+    let foreign = c
+        .store
+        .create_couple(&other.id, couple_fields("2026-05-01"), &operator())
+        .await
+        .expect("couple");
+    let event = |couple: &str| NewEvent {
+        event_type: "payment.completed".into(),
+        subject: Some("pi_1".into()),
+        time: c.clock_now(),
+        data: serde_json::json!({ "amount_minor": 50000, "currency": "GBP" }),
+        couple_ref: Some(couple.to_owned()),
+        booking_ref: None,
+    };
+    let first = c
+        .store
+        .ingest(
+            request(&source, org.id, "stripe:evt_1"),
+            vec![event(&today.id.to_string())],
+        )
+        .await
+        .expect("ingest");
+    let Ingested::Accepted {
+        request_id,
+        event_ids,
+    } = first
+    else {
+        panic!("accepted")
+    };
+    let again = c
+        .store
+        .ingest(
+            request(&source, org.id, "stripe:evt_1"),
+            vec![event(&today.id.to_string())],
+        )
+        .await
+        .expect("ingest");
+    assert_eq!(
+        again,
+        Ingested::Duplicate {
+            request_id: request_id.clone()
+        }
+    );
+
+    let (cloud, raw) = c
+        .store
+        .get_event(&org.id, &event_ids[0])
+        .await
+        .expect("event");
+    assert_eq!(cloud.specversion, "1.0");
+    assert_eq!(cloud.source, format!("/sources/{}", source.id));
+    assert_eq!(cloud.coupleid, Some(today.id.to_string()));
+    assert_eq!(
+        raw.body,
+        r#"{"id":"evt_1","type":"payment_intent.succeeded"}"#
+    );
+    assert_eq!(raw.body_encoding, "utf8");
+    // A reference to another organisation's couple is not linked.
+    let second = c
+        .store
+        .ingest(
+            request(&source, org.id, "stripe:evt_2"),
+            vec![event(&foreign.id.to_string())],
+        )
+        .await
+        .expect("ingest");
+    let Ingested::Accepted {
+        event_ids: ids2, ..
+    } = second
+    else {
+        panic!("accepted")
+    };
+    assert_eq!(
+        c.store
+            .get_event(&org.id, &ids2[0])
+            .await
+            .expect("event")
+            .0
+            .coupleid,
+        None
+    );
+    assert!(matches!(
+        c.store.get_event(&other.id, &ids2[0]).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // The route job for today's wedding carries the wedding-day priority.
+    let jobs = c
+        .store
+        .list_jobs(
+            Some(&org.id),
+            &wedsync_store::queue::JobFilter {
+                state: None,
+                kind: Some(wedsync_store::inbound::ROUTE_KIND.into()),
+            },
+            &Default::default(),
+        )
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.data.len(), 2);
+    assert_eq!(
+        jobs.data[0].priority,
+        wedsync_core::calendar::PRIORITY_WEDDING_TODAY
+    );
+    assert_eq!(
+        jobs.data[1].priority,
+        wedsync_core::calendar::PRIORITY_NORMAL
+    );
+
+    let filtered = c
+        .store
+        .list_events(
+            &org.id,
+            &EventFilter {
+                subject: Some("pi_1".into()),
+                event_type: Some("payment.completed".into()),
+                ..Default::default()
+            },
+            &Default::default(),
+        )
+        .await
+        .expect("list");
+    assert_eq!(filtered.data.len(), 2);
+    let replay_job = c
+        .store
+        .replay_event(&org.id, &event_ids[0], &operator())
+        .await
+        .expect("replay");
+    assert!(replay_job.starts_with("job_"));
+    assert_eq!(
+        c.store
+            .audit_entries(&org.id, None, 1)
+            .await
+            .expect("audit")[0]
+            .action,
+        "event.replay"
+    );
+}
