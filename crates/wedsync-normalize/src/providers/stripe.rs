@@ -1,0 +1,192 @@
+//! Stripe event objects: `{id, type, created, data: {object}}`.
+//!
+//! | Stripe `type` | canonical |
+//! |---|---|
+//! | `payment_intent.succeeded`, `charge.succeeded`, `checkout.session.completed`, `invoice.paid` | `payment.completed` |
+//! | `payment_intent.payment_failed`, `charge.failed`, `invoice.payment_failed` | `payment.failed` |
+//! | `charge.refunded` | `payment.refunded` |
+//! | anything else | `stripe.raw` (whole event as `data`) |
+//!
+//! - `subject` is `data.object.id`; `time` is `created` (unix seconds).
+//! - `couple_ref` is `data.object.metadata.couple_id` (or `wedsync_couple_id`), `booking_ref`
+//!   is `metadata.booking_id` (or `wedsync_booking_id`): WedSync puts them there when it
+//!   creates the payment, so the event routes to the right couple without a lookup. They are
+//!   read for `stripe.raw` events too (e.g. `customer.updated`).
+//! - The dedupe key is `stripe:{id}`: Stripe redelivers an event with the same `evt_` id.
+//!
+//! Stripe sends one payment under several events (`payment_intent.succeeded` and
+//! `charge.succeeded` for the same card payment), so mapped `data` carries `payment_intent`
+//! and `provider_event_type` for subscribers that must count a payment once.
+
+use serde_json::{Map, Value, json};
+
+use crate::common::{body_hash_key, id_text, parse_json, provider_key, refs, str_at};
+use crate::time::{self, Unit};
+use crate::{Canonical, Input, NormalizeError, Normalized, Provider};
+
+/// Which amount field carries the event's amount, per canonical type.
+#[derive(Debug, Clone, Copy)]
+enum AmountRule {
+    /// What was actually received: `amount_received` (payment intent), `amount` (charge),
+    /// `amount_paid` (invoice), `amount_total` (checkout session).
+    Received,
+    /// What was attempted. `amount_received` would be 0 on a failed payment intent, which is
+    /// useless to a "your payment of £X failed" message: `amount` (payment intent, charge),
+    /// `amount_due` (invoice), `amount_total` (checkout session).
+    Attempted,
+    /// `amount_refunded`: on a charge this is the running total refunded so far.
+    Refunded,
+}
+
+impl AmountRule {
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            AmountRule::Received => &["amount_received", "amount", "amount_paid", "amount_total"],
+            AmountRule::Attempted => &["amount", "amount_due", "amount_total"],
+            AmountRule::Refunded => &["amount_refunded"],
+        }
+    }
+}
+
+/// The mapping table above.
+fn canonical_type(stripe_type: &str) -> Option<(&'static str, AmountRule)> {
+    Some(match stripe_type {
+        "payment_intent.succeeded"
+        | "charge.succeeded"
+        | "checkout.session.completed"
+        | "invoice.paid" => ("payment.completed", AmountRule::Received),
+        "payment_intent.payment_failed" | "charge.failed" | "invoice.payment_failed" => {
+            ("payment.failed", AmountRule::Attempted)
+        }
+        "charge.refunded" => ("payment.refunded", AmountRule::Refunded),
+        _ => return None,
+    })
+}
+
+pub(crate) fn normalize(input: &Input<'_>) -> Result<Normalized, NormalizeError> {
+    let event = parse_json(Provider::Stripe, input.body)?;
+    if !event.is_object() {
+        return Err(NormalizeError::Malformed(
+            "stripe body is not a json object".to_owned(),
+        ));
+    }
+    let stripe_type = str_at(&event, "type").ok_or_else(|| {
+        NormalizeError::Malformed("stripe event has no string \"type\" field".to_owned())
+    })?;
+    let object = event.pointer("/data/object").filter(|o| o.is_object());
+
+    let dedupe_key = match event.get("id").and_then(id_text) {
+        Some(id) => provider_key(Provider::Stripe, &id),
+        None => body_hash_key(input.body),
+    };
+    let time = event
+        .get("created")
+        .and_then(|v| time::from_json(v, Unit::Seconds))
+        .unwrap_or(input.received_at);
+    let subject = object.and_then(|o| o.get("id")).and_then(id_text);
+    let metadata = object.and_then(|o| o.get("metadata"));
+    let (couple_ref, booking_ref) = match metadata {
+        Some(m) => refs(&[m]),
+        None => (None, None),
+    };
+
+    let (event_type, data) = match canonical_type(stripe_type) {
+        Some((canonical, rule)) => {
+            let object = object.ok_or_else(|| {
+                NormalizeError::Malformed(format!("stripe {stripe_type} event has no data.object"))
+            })?;
+            (
+                canonical.to_owned(),
+                payment_data(stripe_type, canonical, rule, object),
+            )
+        }
+        None => (Provider::Stripe.raw_event_type(), event.clone()),
+    };
+
+    Ok(Normalized {
+        dedupe_key,
+        events: vec![Canonical {
+            event_type,
+            subject,
+            time,
+            data,
+            couple_ref,
+            booking_ref,
+        }],
+    })
+}
+
+/// The normalised payment `data`:
+/// `{amount_minor, currency, customer, [receipt_email], [customer_email], provider_object_id,
+/// [payment_intent], provider_event_type, [failure_code, failure_message], metadata}`.
+fn payment_data(stripe_type: &str, canonical: &str, rule: AmountRule, object: &Value) -> Value {
+    // Money is exact: only integer minor units are taken, never floats.
+    let amount_minor = rule
+        .keys()
+        .iter()
+        .find_map(|k| object.get(*k).and_then(Value::as_i64));
+    // Stripe writes ISO 4217 codes in lowercase; the rest of WedSync uses uppercase.
+    let currency = str_at(object, "currency").map(str::to_ascii_uppercase);
+    // `customer` is an id, or the whole customer when the webhook endpoint expands it.
+    let customer = object.get("customer").and_then(|c| match c {
+        Value::Object(_) => c.get("id").and_then(id_text),
+        other => id_text(other),
+    });
+
+    let mut data = Map::new();
+    data.insert("amount_minor".into(), json!(amount_minor));
+    data.insert("currency".into(), json!(currency));
+    data.insert("customer".into(), json!(customer));
+    if let Some(email) = str_at(object, "receipt_email") {
+        data.insert("receipt_email".into(), json!(email));
+    }
+    // Checkout sessions usually leave `customer_email` null and put what the buyer typed in
+    // `customer_details.email`; both mean the payer's address.
+    let customer_email = str_at(object, "customer_email").or_else(|| {
+        object
+            .pointer("/customer_details/email")
+            .and_then(Value::as_str)
+    });
+    if let Some(email) = customer_email {
+        data.insert("customer_email".into(), json!(email));
+    }
+    data.insert(
+        "provider_object_id".into(),
+        json!(object.get("id").and_then(id_text)),
+    );
+    // Lets subscribers tie a charge or invoice back to its payment intent and count one
+    // payment once.
+    if let Some(pi) = object.get("payment_intent").and_then(|p| match p {
+        Value::Object(_) => p.get("id").and_then(id_text),
+        other => id_text(other),
+    }) {
+        data.insert("payment_intent".into(), json!(pi));
+    }
+    data.insert("provider_event_type".into(), json!(stripe_type));
+    if canonical == "payment.failed" {
+        // The decline reason is what a "please retry your payment" journey needs to say.
+        let (code, message) = failure(object);
+        data.insert("failure_code".into(), json!(code));
+        data.insert("failure_message".into(), json!(message));
+    }
+    let metadata = object
+        .get("metadata")
+        .filter(|m| m.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    data.insert("metadata".into(), metadata);
+    Value::Object(data)
+}
+
+/// The decline code and message: payment intents keep them in `last_payment_error`, charges
+/// in `failure_code` / `failure_message`; invoices carry neither.
+fn failure(object: &Value) -> (Option<&str>, Option<&str>) {
+    let last_error = object.get("last_payment_error");
+    let code = last_error
+        .and_then(|e| str_at(e, "decline_code").or_else(|| str_at(e, "code")))
+        .or_else(|| str_at(object, "failure_code"));
+    let message = last_error
+        .and_then(|e| str_at(e, "message"))
+        .or_else(|| str_at(object, "failure_message"));
+    (code, message)
+}
