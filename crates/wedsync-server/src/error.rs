@@ -172,6 +172,16 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
     }
 
+    /// 429: over a rate limit.
+    pub fn too_many_requests(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "Too many requests",
+            detail,
+        )
+    }
+
     /// 503: a dependency is not ready.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(

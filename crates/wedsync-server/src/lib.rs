@@ -39,6 +39,12 @@ pub struct HttpSettings {
     pub body_limit: usize,
     /// Days before a wedding within which moving its date needs confirmation.
     pub wedding_date_confirm_days: i64,
+    /// Largest inbound webhook body, in bytes.
+    pub inbound_body_limit: usize,
+    /// How much a source's rate limit is raised in peak season (May to September).
+    pub inbound_peak_multiplier: f64,
+    /// How long a rotated source secret keeps verifying.
+    pub rotation_grace: chrono::TimeDelta,
 }
 
 impl Default for HttpSettings {
@@ -46,6 +52,9 @@ impl Default for HttpSettings {
         Self {
             body_limit: 1024 * 1024,
             wedding_date_confirm_days: 30,
+            inbound_body_limit: 1024 * 1024,
+            inbound_peak_multiplier: 3.0,
+            rotation_grace: chrono::TimeDelta::hours(24),
         }
     }
 }
@@ -61,6 +70,26 @@ pub struct AppState {
     pub settings: Arc<HttpSettings>,
     /// Renders `/metrics`.
     pub metrics: telemetry::Metrics,
+    /// Per-source inbound rate limits (per node: the hot path cannot afford a database
+    /// round trip per request).
+    pub inbound_limiter: Arc<wedsync_core::ratelimit::KeyedLimiter>,
+}
+
+impl AppState {
+    /// State over `store` with `settings`, on the store's clock.
+    pub fn new(store: Store, settings: HttpSettings) -> Self {
+        let clock = store.clock().clone();
+        Self {
+            inbound_limiter: Arc::new(wedsync_core::ratelimit::KeyedLimiter::new(
+                clock.clone(),
+                100_000,
+            )),
+            store,
+            clock,
+            settings: Arc::new(settings),
+            metrics: telemetry::Metrics::global(),
+        }
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -70,6 +99,7 @@ pub fn app(state: AppState) -> Router {
     let body_limit = state.settings.body_limit;
     let (api, _openapi) = routes::router().split_for_parts();
     api.merge(routes::meta::router())
+        .merge(routes::inbound::router(state.settings.inbound_body_limit))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -135,7 +165,8 @@ pub async fn run(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-    let serve = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let serve = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stopping_tx.send(true);

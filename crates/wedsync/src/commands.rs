@@ -43,14 +43,18 @@ fn print_json(value: &serde_json::Value) {
 }
 
 async fn open(settings: &Settings, clock: SharedClock) -> anyhow::Result<Store> {
-    Store::connect(&settings.store_options(), clock)
+    let store = Store::connect(&settings.store_options(), clock)
         .await
         .with_context(|| {
             format!(
                 "cannot open the database at {}",
                 crate::config::redact_url(&settings.database_url())
             )
-        })
+        })?;
+    let key = settings
+        .master_key()
+        .map_err(|e| anyhow::anyhow!("master key: {e}"))?;
+    Ok(store.with_master_key(key))
 }
 
 /// Opens the store for an operator command: the embedded database is migrated on first use;
@@ -333,15 +337,18 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    let state = wedsync_server::AppState {
-        store: store.clone(),
-        clock,
-        settings: Arc::new(wedsync_server::HttpSettings {
+    let state = wedsync_server::AppState::new(
+        store.clone(),
+        wedsync_server::HttpSettings {
             body_limit: settings.http.body_limit_bytes,
             wedding_date_confirm_days: settings.rules.wedding_date_confirm_days,
-        }),
-        metrics: wedsync_server::telemetry::Metrics::global(),
-    };
+            inbound_body_limit: settings.inbound.body_limit_bytes,
+            inbound_peak_multiplier: settings.inbound.peak_multiplier,
+            rotation_grace: chrono::TimeDelta::hours(i64::from(
+                settings.inbound.rotation_grace_hours,
+            )),
+        },
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = settings.queue.enabled.then(|| {
         wedsync_store::worker::WorkerPool::new(store.clone(), settings.pool_config())
@@ -349,6 +356,12 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
                 wedsync_store::outbox::PUBLISH_KIND,
                 wedsync_store::outbox::publish_handler(store.clone()),
                 settings.queue.publish_concurrency,
+                wedsync_core::retry::RetryPolicy::default(),
+            )
+            .register(
+                wedsync_store::inbound::ROUTE_KIND,
+                wedsync_store::inbound::route_handler(store.clone()),
+                settings.inbound.route_concurrency,
                 wedsync_core::retry::RetryPolicy::default(),
             )
             .spawn(stop_rx)

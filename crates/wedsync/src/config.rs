@@ -40,6 +40,14 @@ drain_seconds = 20
 keep_done_hours = 168
 keep_dead_days = 30
 publish_concurrency = 16
+
+[inbound]
+body_limit_bytes = 1048576
+peak_multiplier = 3.0
+rotation_grace_hours = 24
+route_concurrency = 16
+
+[secrets]
 "#;
 
 /// Environment variables with the `WEDSYNC_` prefix that are not configuration keys.
@@ -70,6 +78,35 @@ pub struct Settings {
     pub rules: RuleSettings,
     /// The durable job queue's workers on this node.
     pub queue: QueueSettings,
+    /// Inbound webhooks.
+    pub inbound: InboundSettings,
+    /// Secrets at rest.
+    pub secrets: SecretSettings,
+}
+
+/// `[inbound]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSettings {
+    /// Largest webhook body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// How much sources' rate limits are raised in peak season (May to September).
+    pub peak_multiplier: f64,
+    /// How long a rotated source secret keeps verifying.
+    pub rotation_grace_hours: u32,
+    /// Inbound events routed at once on this node.
+    pub route_concurrency: u32,
+}
+
+/// `[secrets]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSettings {
+    /// Base64 of 32 random bytes that seal stored secrets (`WEDSYNC_SECRETS__MASTER_KEY`).
+    /// When unset, `master.key` in the data dir is used, created on first run; several
+    /// PostgreSQL nodes must all be given the same key.
+    #[serde(default)]
+    pub master_key: Option<SecretString>,
 }
 
 /// `[queue]`.
@@ -262,6 +299,23 @@ impl Settings {
                 format!("`{}` is not one of text, json", self.log.format),
             );
         }
+        if let Some(key) = &self.secrets.master_key
+            && let Err(why) = wedsync_store::secrets::MasterKey::from_base64(key.expose_secret())
+        {
+            return fail("secrets.master_key", why);
+        }
+        if self.inbound.body_limit_bytes < 1024 {
+            return fail("inbound.body_limit_bytes", "must be at least 1024".into());
+        }
+        if !(1.0..=100.0).contains(&self.inbound.peak_multiplier) {
+            return fail(
+                "inbound.peak_multiplier",
+                "must be between 1 and 100".into(),
+            );
+        }
+        if self.inbound.route_concurrency == 0 {
+            return fail("inbound.route_concurrency", "must be above 0".into());
+        }
         let q = &self.queue;
         if !(1..=1000).contains(&q.batch_size) {
             return fail("queue.batch_size", "must be between 1 and 1000".into());
@@ -310,6 +364,17 @@ impl Settings {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
     }
 
+    /// The master key that seals stored secrets.
+    pub fn master_key(&self) -> Result<wedsync_store::secrets::MasterKey, String> {
+        match &self.secrets.master_key {
+            Some(key) => wedsync_store::secrets::MasterKey::from_base64(key.expose_secret())
+                .map_err(|e| format!("secrets.master_key: {e}")),
+            None => {
+                wedsync_store::secrets::MasterKey::load_or_create(&self.data_dir.join("master.key"))
+            }
+        }
+    }
+
     /// The worker pool settings these describe.
     pub fn pool_config(&self) -> wedsync_store::worker::PoolConfig {
         use std::time::Duration;
@@ -355,6 +420,8 @@ impl Settings {
             "log": self.log,
             "rules": self.rules,
             "queue": self.queue,
+            "inbound": self.inbound,
+            "secrets": { "master_key": self.secrets.master_key.as_ref().map(|_| "***") },
         })
     }
 }
@@ -470,6 +537,14 @@ mod tests {
                 "queue.lease_seconds",
             ),
             (&[("WEDSYNC_QUEUE__BATCH_SIZE", "0")], "queue.batch_size"),
+            (
+                &[("WEDSYNC_SECRETS__MASTER_KEY", "c2hvcnQ=")],
+                "secrets.master_key",
+            ),
+            (
+                &[("WEDSYNC_INBOUND__PEAK_MULTIPLIER", "0.5")],
+                "inbound.peak_multiplier",
+            ),
         ];
         for (env, key) in cases {
             let err = load(env, &Overrides::default())

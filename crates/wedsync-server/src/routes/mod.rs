@@ -4,10 +4,13 @@ pub mod api_keys;
 pub mod audit;
 pub mod bookings;
 pub mod couples;
+pub mod events;
+pub mod inbound;
 pub mod jobs;
 pub mod members;
 pub mod meta;
 pub mod organization;
+pub mod sources;
 
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -34,6 +37,8 @@ use crate::error::ApiError;
         (name = "couples", description = "Couples (the vendor's clients)"),
         (name = "bookings", description = "Bookings of a couple"),
         (name = "audit", description = "The hash-chained audit log"),
+        (name = "sources", description = "Inbound webhook sources and their signing secrets"),
+        (name = "events", description = "Canonical events received from sources (CloudEvents 1.0)"),
         (name = "jobs", description = "Durable work: jobs, retries, dead letters and circuit breakers"),
     )
 )]
@@ -67,6 +72,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(bookings::router())
         .merge(audit::router())
         .merge(jobs::router())
+        .merge(sources::router())
+        .merge(events::router())
 }
 
 /// Paging parameters every list takes.

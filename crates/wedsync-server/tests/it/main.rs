@@ -6,6 +6,7 @@ mod access;
 mod bookings;
 mod couples;
 mod errors;
+mod inbound;
 mod isolation;
 mod jobs;
 mod meta;

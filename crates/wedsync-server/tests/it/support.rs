@@ -77,12 +77,7 @@ pub async fn spawn_app_with(settings: HttpSettings) -> TestApp {
     let (store, db) = migrated_store(Arc::new(clock.clone()))
         .await
         .expect("test database");
-    let state = AppState {
-        store: store.clone(),
-        clock: Arc::new(clock.clone()),
-        settings: Arc::new(settings),
-        metrics: wedsync_server::telemetry::Metrics::global(),
-    };
+    let state = AppState::new(store.clone(), settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
