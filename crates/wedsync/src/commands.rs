@@ -11,7 +11,9 @@ use wedsync_core::org::{OrgSettings, Role};
 use wedsync_store::{Actor, Store, StoreError};
 
 use crate::config::Settings;
-use crate::{ApiKeyCommand, AuditCommand, Command, ConfigCommand, JobsCommand, OrgCommand};
+use crate::{
+    ApiKeyCommand, AuditCommand, Command, ConfigCommand, JobsCommand, OrgCommand, SourceCommand,
+};
 
 /// Sets up structured logs on stderr, as text or JSON.
 pub fn init_logging(settings: &Settings) {
@@ -231,6 +233,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
             })
         }
         Command::Jobs(command) => jobs(&settings, command).await,
+        Command::Source(command) => sources(&settings, command).await,
         Command::Config(ConfigCommand::Check(out)) => {
             let value = settings.redacted();
             if out.json {
@@ -242,6 +245,105 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn sources(settings: &Settings, command: SourceCommand) -> anyhow::Result<ExitCode> {
+    use wedsync_store::sources::{DEFAULT_TOLERANCE_SECONDS, NewSource, SourceConfig};
+    let store = open_current(settings).await?;
+    match command {
+        SourceCommand::Create {
+            org,
+            name,
+            provider,
+            secret,
+            generic_json,
+            rate_per_minute,
+            allow_ip,
+            out,
+        } => {
+            let org = parse_org(&org)?;
+            store
+                .get_org(&org)
+                .await
+                .map_err(|_| anyhow::anyhow!("no organisation {org}"))?;
+            let provider: wedsync_core::source::Provider = provider
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--provider: {e}"))?;
+            let generic = generic_json
+                .map(|j| {
+                    serde_json::from_str(&j).map_err(|e| anyhow::anyhow!("--generic-json: {e}"))
+                })
+                .transpose()?;
+            let config = SourceConfig {
+                generic,
+                ip_allowlist: allow_ip,
+                rate_per_minute,
+                tolerance_seconds: DEFAULT_TOLERANCE_SECONDS,
+            };
+            let new = NewSource::parse(&name, provider, config, secret)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (source, secret) = store.create_source(&org, new, &operator()).await?;
+            if out.json {
+                print_json(&serde_json::json!({ "source": source, "secret": secret }));
+            } else {
+                println!(
+                    "created source {} ({}, {}); senders post to {}",
+                    source.id, source.name, source.provider, source.inbound_path
+                );
+                println!("{secret}");
+                println!("this signing secret is shown once: configure it in the sender now");
+            }
+        }
+        SourceCommand::List { org, out } => {
+            let org = parse_org(&org)?;
+            let list = store.list_sources(&org).await?;
+            if out.json {
+                print_json(&serde_json::to_value(&list)?);
+            } else {
+                for s in list {
+                    let state = if s.enabled { "enabled" } else { "disabled" };
+                    println!(
+                        "{}  {}  {}  {}  {}",
+                        s.id, s.provider, state, s.inbound_path, s.name
+                    );
+                }
+            }
+        }
+        SourceCommand::Rotate {
+            org,
+            source_id,
+            secret,
+            out,
+        } => {
+            let org = parse_org(&org)?;
+            let id: wedsync_core::id::SourceId = source_id
+                .parse()
+                .map_err(|e| anyhow::anyhow!("source id: {e}"))?;
+            let grace = chrono::TimeDelta::hours(i64::from(settings.inbound.rotation_grace_hours));
+            let (source, secret) = match store
+                .rotate_source_secret(&org, &id, secret, grace, &operator())
+                .await
+            {
+                Err(StoreError::NotFound) => anyhow::bail!("no source {id} in organisation {org}"),
+                Err(StoreError::Invalid(e)) => anyhow::bail!("{e}"),
+                other => other?,
+            };
+            if out.json {
+                print_json(&serde_json::json!({ "source": source, "secret": secret }));
+            } else {
+                println!(
+                    "rotated the secret of {}; the previous one verifies until {}",
+                    source.id,
+                    source
+                        .previous_secret_expires_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default()
+                );
+                println!("{secret}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_job(job: &wedsync_store::queue::Job) {

@@ -50,6 +50,61 @@ enum Command {
     /// Inspect and manage the durable job queue (all organisations).
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Manage inbound webhook sources.
+    #[command(subcommand)]
+    Source(SourceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SourceCommand {
+    /// Create a source; its signing secret is printed once.
+    Create {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// What it is, e.g. "Stripe live"
+        #[arg(long)]
+        name: String,
+        /// stripe, standard_webhooks, svix, hubspot, slack, pagerduty, tave, zapier or generic
+        #[arg(long)]
+        provider: String,
+        /// The signing secret the provider issued (Stripe, HubSpot, Slack, PagerDuty)
+        #[arg(long)]
+        secret: Option<String>,
+        /// For tave, zapier and generic: how the sender signs, as JSON, e.g.
+        /// '{"signature_header":"X-Hub-Signature-256","prefix":"sha256=","encoding":"hex","signed_content":"{body}"}'
+        #[arg(long)]
+        generic_json: Option<String>,
+        /// Requests accepted per minute
+        #[arg(long, default_value_t = 100)]
+        rate_per_minute: u32,
+        /// An address or CIDR range allowed to send (repeatable); none allows any
+        #[arg(long = "allow-ip")]
+        allow_ip: Vec<String>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List an organisation's sources (never their secrets).
+    List {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Replace a source's signing secret; the old one keeps verifying for the grace period.
+    Rotate {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// The source (src_…)
+        source_id: String,
+        /// The new secret, when the provider issues it; generated otherwise
+        #[arg(long)]
+        secret: Option<String>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -373,3 +373,61 @@ async fn dead_jobs_can_be_listed_retried_and_discarded_from_the_command_line() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--state"), "{}", stderr(&bad));
 }
+
+#[tokio::test]
+async fn sources_from_the_command_line() {
+    let e = env().await;
+    if e.is_postgres() {
+        assert!(e.run(&["migrate"]).status.success());
+    }
+    let org = e.json(&[
+        "org",
+        "create",
+        "--name",
+        "Lens & Lace",
+        "--time-zone",
+        "Europe/London",
+        "--country",
+        "GB",
+        "--currency",
+        "GBP",
+        "--json",
+    ]);
+    let org_id = org["id"].as_str().expect("id").to_owned();
+    let created = e.json(&[
+        "source", "create", "--org", &org_id, "--name", "GitHub-style relay", "--provider", "generic", "--generic-json",
+        r#"{"signature_header":"X-Hub-Signature-256","prefix":"sha256=","encoding":"hex","signed_content":"{body}"}"#,
+        "--allow-ip", "203.0.113.0/24", "--json",
+    ]);
+    let id = created["source"]["id"].as_str().expect("id").to_owned();
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    let listed = e.json(&["source", "list", "--org", &org_id, "--json"]);
+    assert_eq!(listed[0]["ip_allowlist"][0], "203.0.113.0/24");
+    assert!(
+        !listed.to_string().contains(&secret),
+        "secrets are never listed"
+    );
+    let rotated = e.json(&["source", "rotate", "--org", &org_id, &id, "--json"]);
+    assert_ne!(rotated["secret"], secret.as_str());
+    assert!(rotated["source"]["previous_secret_expires_at"].is_string());
+    let stripe = e.run(&[
+        "source",
+        "create",
+        "--org",
+        &org_id,
+        "--name",
+        "Stripe",
+        "--provider",
+        "stripe",
+    ]);
+    assert!(!stripe.status.success());
+    assert!(stderr(&stripe).contains("secret"), "{}", stderr(&stripe));
+    // Without a configured key, one is created in the data dir, readable by its owner only.
+    let key = e.dir.path().join("data").join("master.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key)
+            .expect("master.key exists")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
