@@ -340,6 +340,19 @@ impl Store {
         Ok(paginate(events, limit, |e| e.id.clone()))
     }
 
+    /// The id of `org`'s newest event, where a live stream starts.
+    pub async fn latest_event_id(&self, org: &OrgId) -> StoreResult<Option<String>> {
+        let row = self
+            .connection()
+            .query_one_raw(Statement::from_sql_and_values(
+                self.backend(),
+                "SELECT id FROM events WHERE org_id = $1 ORDER BY id DESC LIMIT 1",
+                vec![Value::from(org.to_string())],
+            ))
+            .await?;
+        Ok(row.map(|r| r.try_get::<String>("", "id")).transpose()?)
+    }
+
     /// One of `org`'s events with the raw request it came in.
     pub async fn get_event(&self, org: &OrgId, id: &str) -> StoreResult<(CloudEvent, RawRequest)> {
         let row = self

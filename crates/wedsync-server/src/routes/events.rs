@@ -21,6 +21,92 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_events))
         .routes(routes!(get_event))
         .routes(routes!(replay_event))
+        .routes(routes!(stream_events))
+}
+
+/// Where a live stream starts.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StreamQuery {
+    /// Send events after this one (`Last-Event-ID` does the same on reconnect); without
+    /// either, only events from now on.
+    pub after: Option<String>,
+    /// Only this type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+}
+
+/// A live stream of new events (Server-Sent Events, one `data:` JSON CloudEvent per event,
+/// `id:` set so a reconnecting client resumes with `Last-Event-ID`). Events from this node
+/// arrive at once; from other nodes within a second.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(StreamQuery),
+    responses((status = 200, description = "text/event-stream of CloudEvents"), (status = 401, body = Problem)))]
+async fn stream_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+) -> ApiResult<
+    axum::response::sse::Sse<
+        impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    caller.require(Role::Viewer)?;
+    let org = caller.0.org_id;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let after = match resume.or(q.after) {
+        Some(after) => after,
+        // From now on: the newest existing event id, or nothing.
+        None => state.store.latest_event_id(&org).await?.unwrap_or_default(),
+    };
+    let filter = EventFilter {
+        event_type: q.event_type,
+        ..Default::default()
+    };
+    let initial = (
+        state,
+        after,
+        std::collections::VecDeque::<CloudEvent>::new(),
+    );
+    let stream = futures_util::stream::unfold(initial, move |(state, mut after, mut pending)| {
+        let filter = filter.clone();
+        async move {
+            loop {
+                if let Some(event) = pending.pop_front() {
+                    after = event.id.clone();
+                    let sse = Event::default()
+                        .id(event.id.clone())
+                        .event(event.event_type.clone())
+                        .json_data(&event)
+                        .unwrap_or_else(|_| Event::default().comment("unserialisable event"));
+                    return Some((Ok(sse), (state, after, pending)));
+                }
+                let woken = state.store.woken();
+                let notified = woken.notified();
+                let page = wedsync_store::page::PageRequest {
+                    limit: Some(100),
+                    after: (!after.is_empty()).then(|| after.clone()),
+                };
+                match state.store.list_events(&org, &filter, &page).await {
+                    Ok(found) if !found.data.is_empty() => pending.extend(found.data),
+                    Ok(_) => {
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(1), notified).await;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "event stream could not read events");
+                        return None;
+                    }
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// Filters for listing events.

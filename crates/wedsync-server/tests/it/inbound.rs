@@ -490,3 +490,71 @@ async fn sources_and_events_are_isolated_and_role_checked() {
     .await
     .problem(422, "validation");
 }
+
+#[tokio::test]
+async fn new_events_arrive_on_the_live_stream() {
+    let app = spawn_app().await;
+    let (_, key) = app.org("Lens & Lace").await;
+    let (src, secret) = source(
+        &app,
+        &key,
+        json!({"name": "Stripe", "provider": "stripe", "secret": "whsec_s"}),
+    )
+    .await;
+    let path = format!("/v1/inbound/{src}");
+    // An event from before the stream opens is not replayed to it.
+    let old = r#"{"id":"evt_old","type":"charge.refunded","created":1777625000,"data":{"object":{"id":"ch_1","amount_refunded":100,"currency":"gbp"}}}"#;
+    assert_eq!(
+        send(
+            &app,
+            &path,
+            &stripe_headers(&app, &secret, old),
+            "application/json",
+            old
+        )
+        .await
+        .status,
+        200
+    );
+    let mut stream = app
+        .client
+        .get(format!("{}/v1/events/stream", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    assert!(
+        stream.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/event-stream")
+    );
+    let sent = send(
+        &app,
+        &path,
+        &stripe_headers(&app, &secret, STRIPE_EVENT),
+        "application/json",
+        STRIPE_EVENT,
+    )
+    .await;
+    let event_id = sent.body["event_ids"][0]
+        .as_str()
+        .expect("event")
+        .to_owned();
+    let mut seen = String::new();
+    let deadline = std::time::Duration::from_secs(20);
+    while !seen.contains(&format!("id: {event_id}")) {
+        let chunk = tokio::time::timeout(deadline, stream.chunk())
+            .await
+            .expect("in time")
+            .expect("read")
+            .expect("open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.contains("event: payment.completed"), "{seen}");
+    assert!(
+        !seen.contains("evt_old") && !seen.contains("payment.refunded"),
+        "{seen}"
+    );
+}
