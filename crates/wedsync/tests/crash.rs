@@ -175,3 +175,162 @@ async fn a_killed_node_loses_no_work() {
         .expect("term");
     assert!(second.wait().expect("wait").success());
 }
+
+/// Signed webhooks stream in from several senders; the node is killed mid-run. Every event
+/// that was answered 2xx must be stored, and is routed once a node runs again.
+#[tokio::test]
+async fn a_killed_node_loses_no_acknowledged_webhook() {
+    const SENDERS: usize = 8;
+    let db = fresh_db().await.expect("db");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = wedsync_store::secrets::MasterKey::generate();
+    let store = Store::connect(&db.options, Arc::new(SystemClock))
+        .await
+        .expect("connect")
+        .with_master_key(
+            wedsync_store::secrets::MasterKey::from_base64(&key.to_base64()).expect("key"),
+        );
+    store.migrate().await.expect("migrate");
+    let settings =
+        wedsync_core::org::OrgSettings::parse("Lens & Lace", "Europe/London", "scale", "GB", "GBP")
+            .expect("org");
+    let org = store
+        .create_org(settings, &Actor::Cli("test".into()))
+        .await
+        .expect("org");
+    let config = wedsync_store::sources::SourceConfig {
+        generic: None,
+        ip_allowlist: vec![],
+        rate_per_minute: 1_000_000,
+        tolerance_seconds: 300,
+    };
+    let new = wedsync_store::sources::NewSource::parse(
+        "Relay",
+        wedsync_core::source::Provider::StandardWebhooks,
+        config,
+        None,
+    )
+    .expect("source");
+    let (source, secret) = store
+        .create_source(&org.id, new, &Actor::Cli("test".into()))
+        .await
+        .expect("source");
+
+    let start = |url: &str| {
+        let mut child = Command::new(BIN)
+            .current_dir(dir.path())
+            .env_remove("WEDSYNC_TEST_DATABASE_URL")
+            .env("WEDSYNC_DATABASE_URL", url)
+            .env("WEDSYNC_SECRETS__MASTER_KEY", key.to_base64())
+            .env("WEDSYNC_LOG__LEVEL", "warn")
+            .args(["serve", "--listen", "127.0.0.1:0", "--migrate"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let base = line
+            .trim()
+            .strip_prefix("wedsync listening on ")
+            .expect("address")
+            .to_owned();
+        (child, base)
+    };
+    let (mut first, base) = start(&db.url);
+    let url = format!("{base}{}", source.inbound_path);
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let (url, secret, acknowledged) = (url.clone(), secret.clone(), acknowledged.clone());
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            // Bounded: at most 2000 requests per sender, stopping at the first failure.
+            for n in 0..2000 {
+                let id = format!("msg_{s}_{n}");
+                let body = format!(r#"{{"type":"booking.created","data":{{"n":{n}}}}}"#);
+                let t = chrono::Utc::now().timestamp();
+                let sig = wedsync_inbound::sign_standard_webhooks(
+                    &wedsync_inbound::Secret::from_str(&secret),
+                    &id,
+                    t,
+                    body.as_bytes(),
+                );
+                let sent = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("webhook-id", &id)
+                    .header("webhook-timestamp", t.to_string())
+                    .header("webhook-signature", sig)
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(resp) if resp.status().is_success() => {
+                        let reply: serde_json::Value = match resp.json().await {
+                            Ok(v) => v,
+                            Err(_) => break,
+                        };
+                        if let Some(ids) = reply["event_ids"].as_array() {
+                            let mut a = acknowledged.lock().expect("lock");
+                            a.extend(ids.iter().filter_map(|v| v.as_str().map(str::to_owned)));
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }));
+    }
+    wait_for(
+        "a few hundred acknowledged webhooks",
+        Duration::from_secs(60),
+        async || acknowledged.lock().expect("lock").len() >= 300,
+    )
+    .await;
+    Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status()
+        .expect("kill");
+    first.wait().expect("reap");
+    for sender in senders {
+        sender.await.expect("sender");
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    eprintln!("killed after {} acknowledged webhooks", acknowledged.len());
+    for id in &acknowledged {
+        assert!(
+            store.get_event(&org.id, id).await.is_ok(),
+            "acknowledged event {id} was lost"
+        );
+    }
+
+    // A new node routes everything that was stored.
+    let (mut second, _) = start(&db.url);
+    wait_for(
+        "every acknowledged event to be routed",
+        Duration::from_secs(120),
+        async || {
+            let mut all = true;
+            for id in &acknowledged {
+                if store
+                    .get_event(&org.id, id)
+                    .await
+                    .map(|(e, _)| e.routedat.is_none())
+                    .unwrap_or(true)
+                {
+                    all = false;
+                    break;
+                }
+            }
+            all
+        },
+    )
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .expect("term");
+    assert!(second.wait().expect("wait").success());
+}
