@@ -3,6 +3,7 @@
 //! Module map:
 //! - [`app`] / [`run`] (here): the router with its layers, and serving it until shutdown.
 //! - [`error`]: RFC 9457 problem+json, the one error shape.
+//! - [`group_commit`]: stores concurrent inbound webhooks in shared transactions.
 //! - [`extract`]: JSON, query and authentication extractors that reject with problems.
 //! - [`routes`]: the `/v1` API, one module per resource, plus health and docs.
 //! - [`telemetry`]: Prometheus metrics for requests and the database pool.
@@ -12,6 +13,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod group_commit;
 pub mod routes;
 pub mod telemetry;
 
@@ -73,13 +75,21 @@ pub struct AppState {
     /// Per-source inbound rate limits (per node: the hot path cannot afford a database
     /// round trip per request).
     pub inbound_limiter: Arc<wedsync_core::ratelimit::KeyedLimiter>,
+    /// Stores verified inbound requests in shared transactions.
+    pub committer: group_commit::GroupCommitter,
 }
 
 impl AppState {
     /// State over `store` with `settings`, on the store's clock.
     pub fn new(store: Store, settings: HttpSettings) -> Self {
         let clock = store.clock().clone();
+        let committers = if store.backend() == wedsync_store::Backend::Postgres {
+            4
+        } else {
+            1
+        };
         Self {
+            committer: group_commit::GroupCommitter::spawn(store.clone(), committers, 256),
             inbound_limiter: Arc::new(wedsync_core::ratelimit::KeyedLimiter::new(
                 clock.clone(),
                 100_000,

@@ -177,7 +177,38 @@ impl Store {
         request: IncomingRequest,
         events: Vec<NewEvent>,
     ) -> StoreResult<Ingested> {
+        self.ingest_many(vec![(request, events)])
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Conflict("an ingest produced no outcome".into()))
+    }
+
+    /// Stores many verified requests in one transaction (a group commit: one disk sync for
+    /// all of them), in order; duplicates, also within the batch, are recognised. If the
+    /// transaction fails, none is stored and the caller must answer every sender with an
+    /// error, so each retries.
+    pub async fn ingest_many(
+        &self,
+        batch: Vec<(IncomingRequest, Vec<NewEvent>)>,
+    ) -> StoreResult<Vec<Ingested>> {
         let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (request, events) in batch {
+            out.push(self.ingest_one(&tx, now, request, events).await?);
+        }
+        tx.commit().await?;
+        self.wake_workers();
+        Ok(out)
+    }
+
+    async fn ingest_one(
+        &self,
+        tx: &sea_orm::DatabaseTransaction,
+        now: DateTime<Utc>,
+        request: IncomingRequest,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<Ingested> {
         let backend = self.backend();
         let request_id = RequestId::new_at(now).to_string();
         let (body, encoding) = match String::from_utf8(request.body) {
@@ -187,7 +218,6 @@ impl Store {
                 "base64",
             ),
         };
-        let tx = self.write_tx().await?;
         let inserted = tx
             .execute_raw(Statement::from_sql_and_values(
                 backend,
@@ -219,7 +249,6 @@ impl Store {
                 ))
                 .await?
                 .ok_or_else(|| StoreError::Conflict("duplicate request vanished".into()))?;
-            tx.rollback().await?;
             return Ok(Ingested::Duplicate {
                 request_id: existing.try_get("", "id")?,
             });
@@ -228,12 +257,12 @@ impl Store {
         for event in events {
             let id = EventId::new_at(now).to_string();
             let couple_id =
-                Self::owned_ref(&tx, "couples", &request.org_id, event.couple_ref.as_ref()).await?;
+                Self::owned_ref(tx, "couples", &request.org_id, event.couple_ref.as_ref()).await?;
             let booking_id =
-                Self::owned_ref(&tx, "bookings", &request.org_id, event.booking_ref.as_ref())
+                Self::owned_ref(tx, "bookings", &request.org_id, event.booking_ref.as_ref())
                     .await?;
             let priority = match &couple_id {
-                Some(c) => self.wedding_today_priority(&tx, c, now).await?,
+                Some(c) => self.wedding_today_priority(tx, c, now).await?,
                 None => wedsync_core::calendar::PRIORITY_NORMAL,
             };
             tx.execute_raw(Statement::from_sql_and_values(
@@ -260,11 +289,9 @@ impl Store {
             job.dedupe_key = Some(format!("route:{id}"));
             job.priority = priority;
             job.max_attempts = 25;
-            enqueue_in(&tx, now, job).await?;
+            enqueue_in(tx, now, job).await?;
             event_ids.push(id);
         }
-        tx.commit().await?;
-        self.wake_workers();
         Ok(Ingested::Accepted {
             request_id,
             event_ids,

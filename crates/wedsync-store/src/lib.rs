@@ -53,6 +53,8 @@ use wedsync_core::clock::SharedClock;
 
 pub use error::{StoreError, StoreResult};
 pub use migration::Migrator;
+/// The database backend in use (SQLite or PostgreSQL).
+pub use sea_orm::DbBackend as Backend;
 
 /// Who made a change, as recorded in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -275,7 +275,14 @@ async fn handle(
         body: body.to_vec(),
         dedupe_key: normalized.dedupe_key,
     };
-    let outcome = state.store.ingest(incoming, events).await?;
+    let outcome = state
+        .committer
+        .submit(incoming, events)
+        .await
+        .map_err(|e| {
+            rejected(provider, "store_failed");
+            ApiError::unavailable(format!("{e}; retry later"))
+        })?;
     let (status, reply) = match outcome {
         Ingested::Accepted {
             request_id,

@@ -300,3 +300,75 @@ async fn ingest_stores_once_links_the_couple_and_routes_todays_wedding_first() {
         "event.replay"
     );
 }
+
+#[tokio::test]
+async fn a_group_commit_stores_all_or_nothing_and_spots_duplicates_within_it() {
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let new = NewSource::parse(
+        "Stripe",
+        Provider::Stripe,
+        config(),
+        Some("whsec_test".into()),
+    )
+    .expect("valid");
+    let (source, _) = c
+        .store
+        .create_source(&org.id, new, &operator())
+        .await
+        .expect("source");
+    let ev = || NewEvent {
+        event_type: "payment.completed".into(),
+        subject: None,
+        time: c.clock_now(),
+        data: serde_json::json!({}),
+        couple_ref: None,
+        booking_ref: None,
+    };
+    let out = c
+        .store
+        .ingest_many(vec![
+            (request(&source, org.id, "stripe:a"), vec![ev()]),
+            (request(&source, org.id, "stripe:b"), vec![ev()]),
+            (request(&source, org.id, "stripe:a"), vec![ev()]),
+        ])
+        .await
+        .expect("batch");
+    assert!(
+        matches!(out[0], Ingested::Accepted { .. }) && matches!(out[1], Ingested::Accepted { .. })
+    );
+    let Ingested::Accepted {
+        request_id: first, ..
+    } = &out[0]
+    else {
+        panic!("accepted")
+    };
+    assert_eq!(
+        out[2],
+        Ingested::Duplicate {
+            request_id: first.clone()
+        },
+        "a duplicate inside the same batch"
+    );
+
+    // A batch that cannot be stored stores nothing of it: its senders are all told to retry.
+    let mut unknown = request(&source, org.id, "stripe:c");
+    unknown.source_id = "src_0193f0c0000070008000000000000000".parse().expect("id");
+    let failed = c
+        .store
+        .ingest_many(vec![
+            (request(&source, org.id, "stripe:d"), vec![ev()]),
+            (unknown, vec![ev()]),
+        ])
+        .await;
+    assert!(failed.is_err());
+    let d = c
+        .store
+        .ingest(request(&source, org.id, "stripe:d"), vec![ev()])
+        .await
+        .expect("retry");
+    assert!(
+        matches!(d, Ingested::Accepted { .. }),
+        "stripe:d was not half-stored by the failed batch"
+    );
+}
