@@ -5,6 +5,7 @@
 //! - [`error`]: RFC 9457 problem+json, the one error shape.
 //! - [`group_commit`]: stores concurrent inbound webhooks in shared transactions.
 //! - [`extract`]: JSON, query and authentication extractors that reject with problems.
+//! - [`source_cache`]: a short-lived cache of sources for the inbound hot path.
 //! - [`routes`]: the `/v1` API, one module per resource, plus health and docs.
 //! - [`telemetry`]: Prometheus metrics for requests and the database pool.
 //!
@@ -15,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod group_commit;
 pub mod routes;
+pub mod source_cache;
 pub mod telemetry;
 
 use std::future::Future;
@@ -77,6 +79,8 @@ pub struct AppState {
     pub inbound_limiter: Arc<wedsync_core::ratelimit::KeyedLimiter>,
     /// Stores verified inbound requests in shared transactions.
     pub committer: group_commit::GroupCommitter,
+    /// Sources with their secrets, for the inbound hot path.
+    pub sources: Arc<source_cache::SourceCache>,
 }
 
 impl AppState {
@@ -89,6 +93,7 @@ impl AppState {
             1
         };
         Self {
+            sources: Arc::default(),
             committer: group_commit::GroupCommitter::spawn(store.clone(), committers, 256),
             inbound_limiter: Arc::new(wedsync_core::ratelimit::KeyedLimiter::new(
                 clock.clone(),

@@ -13,7 +13,7 @@ use wedsync_core::clock::{from_micros, to_micros};
 use wedsync_core::id::{EventId, OrgId, RequestId, SourceId};
 
 use crate::page::{Page, PageRequest, paginate};
-use crate::queue::{NewJob, enqueue_in};
+use crate::queue::{NewJob, enqueue_in, enqueue_in_quietly, notify_in};
 use crate::{Actor, Store, StoreError, StoreResult};
 
 /// The job kind that routes an inbound event to its consumers.
@@ -197,6 +197,13 @@ impl Store {
         for (request, events) in batch {
             out.push(self.ingest_one(&tx, now, request, events).await?);
         }
+        // One wake-up for the whole batch rather than one per routing job.
+        if out
+            .iter()
+            .any(|o| matches!(o, Ingested::Accepted { event_ids, .. } if !event_ids.is_empty()))
+        {
+            notify_in(&tx, ROUTE_KIND).await?;
+        }
         tx.commit().await?;
         self.wake_workers();
         Ok(out)
@@ -289,7 +296,7 @@ impl Store {
             job.dedupe_key = Some(format!("route:{id}"));
             job.priority = priority;
             job.max_attempts = 25;
-            enqueue_in(tx, now, job).await?;
+            enqueue_in_quietly(tx, now, job).await?;
             event_ids.push(id);
         }
         Ok(Ingested::Accepted {

@@ -247,6 +247,35 @@ pub async fn enqueue_in<C: ConnectionTrait>(
     now: DateTime<Utc>,
     job: NewJob,
 ) -> StoreResult<Enqueued> {
+    let kind = job.kind.clone();
+    let enqueued = enqueue_in_quietly(db, now, job).await?;
+    if enqueued.created {
+        notify_in(db, &kind).await?;
+    }
+    Ok(enqueued)
+}
+
+/// Sends the wake-up `NOTIFY` inside `db`'s transaction (PostgreSQL; delivered on commit).
+pub(crate) async fn notify_in<C: ConnectionTrait>(db: &C, kind: &str) -> StoreResult<()> {
+    let backend = db.get_database_backend();
+    if backend == DbBackend::Postgres {
+        db.execute_raw(stmt(
+            backend,
+            "SELECT pg_notify($1, $2)",
+            vec![NOTIFY_CHANNEL.into(), kind.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// [`enqueue_in`] without the wake-up, for callers enqueueing many jobs in one transaction
+/// who send one [`notify_in`] for all of them.
+pub(crate) async fn enqueue_in_quietly<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+    job: NewJob,
+) -> StoreResult<Enqueued> {
     let backend = db.get_database_backend();
     let id = JobId::new_at(now).to_string();
     let at = to_micros(now);
@@ -286,14 +315,6 @@ pub async fn enqueue_in<C: ConnectionTrait>(
             id: existing.try_get("", "id")?,
             created: false,
         });
-    }
-    if backend == DbBackend::Postgres {
-        db.execute_raw(stmt(
-            backend,
-            "SELECT pg_notify($1, $2)",
-            vec![NOTIFY_CHANNEL.into(), job.kind.into()],
-        ))
-        .await?;
     }
     Ok(Enqueued { id, created: true })
 }

@@ -65,8 +65,24 @@ pub struct VerifyingSource {
     pub source: Source,
     /// Its organisation.
     pub org_id: OrgId,
-    /// The secrets that verify now: the current one, and the previous one during its grace.
+    /// The current secret, then the previous one while it has one (see
+    /// [`VerifyingSource::valid_secrets`] for which verify at a given instant).
     pub secrets: Vec<Vec<u8>>,
+    /// When the previous secret stops verifying.
+    pub previous_expires_at: Option<DateTime<Utc>>,
+}
+
+impl VerifyingSource {
+    /// The secrets that verify at `now`: the current one, and the previous one until its
+    /// grace ends. Checked at use time, so a cached source never outlives a grace period.
+    pub fn valid_secrets(&self, now: DateTime<Utc>) -> Vec<&[u8]> {
+        self.secrets
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i == 0 || self.previous_expires_at.is_some_and(|until| now < until))
+            .map(|(_, s)| s.as_slice())
+            .collect()
+    }
 }
 
 impl std::fmt::Debug for VerifyingSource {
@@ -438,18 +454,15 @@ impl Store {
             Err(e) => return Err(e),
         };
         let key = self.master_key()?;
-        let now = to_micros(self.clock().now());
         let mut secrets = vec![key.open(&row.id, &row.secret_sealed)?];
-        if let (Some(prev), Some(until)) =
-            (&row.previous_secret_sealed, row.previous_secret_expires_at)
-            && until > now
-        {
+        if let Some(prev) = &row.previous_secret_sealed {
             secrets.push(key.open(&row.id, prev)?);
         }
         Ok(Some(VerifyingSource {
             source: to_view(&row)?,
             org_id: row.org_id.parse().map_err(corrupt)?,
             secrets,
+            previous_expires_at: row.previous_secret_expires_at.map(from_micros),
         }))
     }
 }

@@ -164,7 +164,7 @@ async fn handle(
         ));
     }
     let source_id: SourceId = raw_id.parse().map_err(|_| ApiError::not_found("source"))?;
-    let verifying = match state.store.source_for_verification(&source_id).await? {
+    let verifying = match state.sources.get(&state.store, &source_id).await? {
         Some(v) if v.source.enabled => v,
         _ => {
             rejected("unknown", "unknown_source");
@@ -214,9 +214,9 @@ async fn handle(
     let url = public_url(&headers, &uri);
     let scheme = scheme_for(source.provider, source.config.generic.as_ref())?;
     let secrets: Vec<Secret> = verifying
-        .secrets
-        .iter()
-        .map(|s| Secret::new(s.clone()))
+        .valid_secrets(now)
+        .into_iter()
+        .map(|s| Secret::new(s.to_vec()))
         .collect();
     let request = InboundRequest {
         method: method.as_str(),

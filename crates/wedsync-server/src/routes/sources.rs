@@ -199,6 +199,7 @@ async fn update_source(
         })
         .await
         .map_err(not_found)?;
+    state.sources.invalidate(&id);
     Ok(Json(source))
 }
 
@@ -225,5 +226,6 @@ async fn rotate_secret(
         )
         .await
         .map_err(not_found)?;
+    state.sources.invalidate(&id);
     Ok(Json(SourceWithSecret { source, secret }))
 }

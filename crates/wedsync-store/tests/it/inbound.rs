@@ -51,7 +51,10 @@ async fn sources_seal_their_secrets_and_rotation_keeps_the_old_one_for_the_grace
         .await
         .expect("load")
         .expect("exists");
-    assert_eq!(verifying.secrets, vec![secret.clone().into_bytes()]);
+    assert_eq!(
+        verifying.valid_secrets(c.clock_now()),
+        vec![secret.as_bytes()]
+    );
 
     let (_, rotated) = c
         .store
@@ -65,8 +68,8 @@ async fn sources_seal_their_secrets_and_rotation_keeps_the_old_one_for_the_grace
         .expect("load")
         .expect("exists");
     assert_eq!(
-        both.secrets,
-        vec![rotated.clone().into_bytes(), secret.into_bytes()]
+        both.valid_secrets(c.clock_now()),
+        vec![rotated.as_bytes(), secret.as_bytes()]
     );
     c.clock.advance(TimeDelta::hours(24));
     let after = c
@@ -76,9 +79,14 @@ async fn sources_seal_their_secrets_and_rotation_keeps_the_old_one_for_the_grace
         .expect("load")
         .expect("exists");
     assert_eq!(
-        after.secrets,
-        vec![rotated.into_bytes()],
+        after.valid_secrets(c.clock_now()),
+        vec![rotated.as_bytes()],
         "the old secret expires after the grace"
+    );
+    assert_eq!(
+        both.valid_secrets(c.clock_now()),
+        vec![rotated.as_bytes()],
+        "even in a copy loaded before it expired"
     );
 
     // Another organisation cannot see or rotate it.
