@@ -164,6 +164,9 @@ pub struct PruneConfig {
     pub keep_done: TimeDelta,
     /// Keep dead jobs this long, for inspection and retry.
     pub keep_dead: TimeDelta,
+    /// Keep inbound requests and their events this long (also the inbound dedupe window);
+    /// `None` keeps them for ever.
+    pub keep_inbound: Option<TimeDelta>,
 }
 
 fn hostname() -> String {
@@ -356,6 +359,13 @@ impl WorkerPool {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(pruned = n, "pruned finished jobs"),
                             Err(error) => tracing::error!(%error, "pruning jobs failed"),
+                        }
+                        if let Some(keep) = p.keep_inbound {
+                            match store.prune_inbound(now - keep).await {
+                                Ok(0) => {}
+                                Ok(n) => tracing::info!(pruned = n, "pruned inbound requests"),
+                                Err(error) => tracing::error!(%error, "pruning inbound requests failed"),
+                            }
                         }
                     }
                 }

@@ -46,6 +46,7 @@ body_limit_bytes = 1048576
 peak_multiplier = 3.0
 rotation_grace_hours = 24
 route_concurrency = 16
+retention_days = 30
 
 [secrets]
 "#;
@@ -96,6 +97,9 @@ pub struct InboundSettings {
     pub rotation_grace_hours: u32,
     /// Inbound events routed at once on this node.
     pub route_concurrency: u32,
+    /// How long raw requests and their events are kept; a provider's event id is recognised
+    /// as a duplicate for as long as its request is kept.
+    pub retention_days: u32,
 }
 
 /// `[secrets]`.
@@ -394,6 +398,9 @@ impl Settings {
                 keep_dead: chrono::TimeDelta::days(
                     i64::try_from(q.keep_dead_days).unwrap_or(i64::MAX / 86_400_000_000),
                 ),
+                keep_inbound: Some(chrono::TimeDelta::days(i64::from(
+                    self.inbound.retention_days.max(1),
+                ))),
             }),
             ..Default::default()
         }

@@ -431,3 +431,217 @@ async fn sources_from_the_command_line() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// Every log line `serve` writes at its most verbose, while keys and signing secrets are
+/// created, used, rotated and guessed at, holds none of them; nor does any response after the
+/// one that creates each.
+#[tokio::test]
+async fn secrets_stay_out_of_logs_and_responses() {
+    let e = env().await;
+    let master = wedsync_store::secrets::MasterKey::generate().to_base64();
+    let log_path = e.dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let with_key = |mut cmd: Command| {
+        cmd.env("WEDSYNC_SECRETS__MASTER_KEY", &master);
+        cmd
+    };
+    let mut child = with_key(e.cmd(&["serve", "--listen", "127.0.0.1:0", "--migrate"]))
+        .env("WEDSYNC_LOG__LEVEL", "trace")
+        .env("WEDSYNC_LOG__FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let base = line
+        .trim()
+        .strip_prefix("wedsync listening on ")
+        .expect("address")
+        .to_owned();
+    let cli = |args: &[&str]| {
+        let out = with_key(e.cmd(args))
+            .env("WEDSYNC_LOG__LEVEL", "trace")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        let logs = stderr(&out);
+        (
+            serde_json::from_slice::<Value>(&out.stdout).expect("json"),
+            logs,
+        )
+    };
+    let (org, mut logs) = cli(&[
+        "org",
+        "create",
+        "--name",
+        "Lens & Lace",
+        "--time-zone",
+        "Europe/London",
+        "--country",
+        "GB",
+        "--currency",
+        "GBP",
+        "--json",
+    ]);
+    let org_id = org["id"].as_str().expect("id").to_owned();
+    let (created, more) = cli(&[
+        "api-key", "create", "--org", &org_id, "--name", "ops", "--role", "owner", "--json",
+    ]);
+    logs.push_str(&more);
+    let api_key = created["secret"].as_str().expect("secret").to_owned();
+
+    let client = reqwest::Client::new();
+    let mut responses = String::new();
+    let stripe_secret = "whsec_operator_supplied_stripe_secret";
+    let mut post = async |path: &str, key: &str, body: Value| -> Value {
+        let resp = client
+            .post(format!("{base}{path}"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        resp.json::<Value>().await.expect("json")
+    };
+    let stripe = post(
+        "/v1/sources",
+        &api_key,
+        serde_json::json!({"name": "Stripe", "provider": "stripe", "secret": stripe_secret}),
+    )
+    .await;
+    let stripe_id = stripe["source"]["id"].as_str().expect("id").to_owned();
+    let relay = post(
+        "/v1/sources",
+        &api_key,
+        serde_json::json!({"name": "Relay", "provider": "standard_webhooks"}),
+    )
+    .await;
+    let relay_secret = relay["secret"].as_str().expect("secret").to_owned();
+    let relay_id = relay["source"]["id"].as_str().expect("id").to_owned();
+    let rotated = post(
+        &format!("/v1/sources/{relay_id}/rotate"),
+        &api_key,
+        serde_json::json!({}),
+    )
+    .await;
+    let rotated_secret = rotated["secret"].as_str().expect("secret").to_owned();
+    let guessed_key = format!("{}x", &api_key[..api_key.len() - 1]);
+    responses.push_str(
+        &post("/v1/sources", &guessed_key, serde_json::json!({}))
+            .await
+            .to_string(),
+    );
+    for path in [
+        "/v1/sources".to_owned(),
+        format!("/v1/sources/{stripe_id}"),
+        format!("/v1/sources/{relay_id}"),
+        "/v1/api-keys".to_owned(),
+        "/v1/audit-log".to_owned(),
+        "/v1/events".to_owned(),
+    ] {
+        let resp = client
+            .get(format!("{base}{path}"))
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .expect("send");
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        responses.push_str(&resp.text().await.expect("body"));
+    }
+
+    // Webhooks signed with the new and the old secret, a forged one, and a Stripe delivery.
+    let body = r#"{"type":"booking.created","data":{"n":1}}"#;
+    let t = chrono::Utc::now().timestamp();
+    for (n, secret) in [&rotated_secret, &relay_secret, &"whsec_Zm9yZ2Vk".to_owned()]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("msg_{n}");
+        let sig = wedsync_inbound::sign_standard_webhooks(
+            &wedsync_inbound::Secret::from_str(secret),
+            &id,
+            t,
+            body.as_bytes(),
+        );
+        let resp = client
+            .post(format!("{base}/v1/inbound/{relay_id}"))
+            .header("content-type", "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", t.to_string())
+            .header("webhook-signature", sig)
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        let expected = if n < 2 { 200 } else { 401 };
+        assert_eq!(resp.status(), expected, "webhook {n}");
+        responses.push_str(&resp.text().await.expect("body"));
+    }
+    let stripe_body = r#"{"id":"evt_1","object":"event","type":"payment_intent.succeeded","created":1777625000,"data":{"object":{"id":"pi_1","object":"payment_intent","amount_received":100,"currency":"gbp","metadata":{}}}}"#;
+    let sig = wedsync_inbound::sign_stripe(
+        &wedsync_inbound::Secret::from_str(stripe_secret),
+        t,
+        stripe_body.as_bytes(),
+    );
+    let resp = client
+        .post(format!("{base}/v1/inbound/{stripe_id}"))
+        .header("content-type", "application/json")
+        .header("stripe-signature", sig)
+        .body(stripe_body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    // The stored raw request, as the events API shows it, keeps no signature either.
+    let events: Value = client
+        .get(format!("{base}/v1/events"))
+        .bearer_auth(&api_key)
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    for event in events["data"].as_array().expect("events") {
+        let id = event["id"].as_str().expect("id");
+        let resp = client
+            .get(format!("{base}/v1/events/{id}"))
+            .bearer_auth(&api_key)
+            .send()
+            .await
+            .expect("send");
+        responses.push_str(&resp.text().await.expect("body"));
+    }
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(wait_exit(child, Duration::from_secs(20)).success());
+    logs.push_str(&std::fs::read_to_string(&log_path).expect("log"));
+    assert!(
+        logs.lines().count() > 20 && logs.contains("/v1/inbound/"),
+        "the server logged its requests at trace level:\n{logs}"
+    );
+    let secret_part = |s: &str| s.trim_start_matches("whsec_").to_owned();
+    for (what, secret) in [
+        ("api key", api_key[4..].to_owned()),
+        ("guessed api key", guessed_key[4..].to_owned()),
+        ("master key", master.clone()),
+        ("stripe secret", secret_part(stripe_secret)),
+        ("generated secret", secret_part(&relay_secret)),
+        ("rotated secret", secret_part(&rotated_secret)),
+    ] {
+        assert!(!logs.contains(&secret), "the {what} is in the logs");
+        assert!(!responses.contains(&secret), "the {what} is in a response");
+    }
+    if let Some(at) = responses.find("v1,") {
+        panic!(
+            "a signature header came back: {}",
+            &responses[at.saturating_sub(200)..(at + 60).min(responses.len())]
+        );
+    }
+}

@@ -33,6 +33,37 @@ const SECRET_HEADERS: &[&str] = &[
     "x-api-key",
 ];
 
+/// Signature headers: stored with their name but not their value. A signature is no secret,
+/// but whoever reads a stored request has no use for it, and within the timestamp tolerance it
+/// would let them replay the delivery.
+const SIGNATURE_HEADERS: &[&str] = &[
+    "stripe-signature",
+    "webhook-signature",
+    "svix-signature",
+    "x-hubspot-signature",
+    "x-hubspot-signature-v3",
+    "x-slack-signature",
+    "x-pagerduty-signature",
+];
+
+/// The headers kept with a stored request: credentials dropped, signatures redacted
+/// (including a generic source's own signature header).
+fn stored_headers(pairs: Vec<(String, String)>, generic: Option<&str>) -> Vec<(String, String)> {
+    pairs
+        .into_iter()
+        .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
+        .map(|(k, v)| {
+            let signature = SIGNATURE_HEADERS.contains(&k.as_str())
+                || generic.is_some_and(|g| g.eq_ignore_ascii_case(&k));
+            if signature {
+                (k, "[redacted]".to_owned())
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
+}
+
 /// The route, with its own body limit.
 pub fn router(body_limit: usize) -> Router<AppState> {
     Router::new().route(
@@ -267,10 +298,14 @@ async fn handle(
     let incoming = IncomingRequest {
         source_id: source.id,
         org_id: verifying.org_id,
-        headers: pairs
-            .into_iter()
-            .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
-            .collect(),
+        headers: stored_headers(
+            pairs,
+            source
+                .config
+                .generic
+                .as_ref()
+                .map(|g| g.signature_header.as_str()),
+        ),
         content_type,
         body: body.to_vec(),
         dedupe_key: normalized.dedupe_key,

@@ -380,3 +380,89 @@ async fn a_group_commit_stores_all_or_nothing_and_spots_duplicates_within_it() {
         "stripe:d was not half-stored by the failed batch"
     );
 }
+
+#[tokio::test]
+async fn the_dedupe_window_ends_with_retention_but_unrouted_events_are_never_pruned() {
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let new = NewSource::parse(
+        "Stripe",
+        Provider::Stripe,
+        config(),
+        Some("whsec_test".into()),
+    )
+    .expect("valid");
+    let (source, _) = c
+        .store
+        .create_source(&org.id, new, &operator())
+        .await
+        .expect("source");
+    let event = || NewEvent {
+        event_type: "payment.completed".into(),
+        subject: Some("pi_1".into()),
+        time: c.clock_now(),
+        data: serde_json::json!({ "amount_minor": 50000 }),
+        couple_ref: None,
+        booking_ref: None,
+    };
+    let accepted = |i: Ingested| match i {
+        Ingested::Accepted { event_ids, .. } => event_ids,
+        other => panic!("expected accepted, got {other:?}"),
+    };
+    let routed = accepted(
+        c.store
+            .ingest(request(&source, org.id, "stripe:evt_old"), vec![event()])
+            .await
+            .expect("ingest"),
+    );
+    c.store.mark_routed(&routed[0]).await.expect("routed");
+    let unrouted = accepted(
+        c.store
+            .ingest(request(&source, org.id, "stripe:evt_stuck"), vec![event()])
+            .await
+            .expect("ingest"),
+    );
+    c.clock.advance(TimeDelta::days(10));
+    let recent = accepted(
+        c.store
+            .ingest(request(&source, org.id, "stripe:evt_new"), vec![event()])
+            .await
+            .expect("ingest"),
+    );
+    c.store.mark_routed(&recent[0]).await.expect("routed");
+
+    // Inside the window nothing goes and a redelivery is still a duplicate.
+    let cutoff = c.clock_now() - TimeDelta::days(30);
+    assert_eq!(c.store.prune_inbound(cutoff).await.expect("prune"), 0);
+    c.clock.advance(TimeDelta::days(25));
+    assert!(matches!(
+        c.store
+            .ingest(request(&source, org.id, "stripe:evt_old"), vec![event()])
+            .await
+            .expect("ingest"),
+        Ingested::Duplicate { .. }
+    ));
+
+    // 35 days on, the routed old request goes; the unrouted one and the recent one stay.
+    let cutoff = c.clock_now() - TimeDelta::days(30);
+    assert_eq!(c.store.prune_inbound(cutoff).await.expect("prune"), 1);
+    assert!(matches!(
+        c.store.get_event(&org.id, &routed[0]).await,
+        Err(StoreError::NotFound)
+    ));
+    c.store
+        .get_event(&org.id, &unrouted[0])
+        .await
+        .expect("an unrouted event is kept");
+    c.store
+        .get_event(&org.id, &recent[0])
+        .await
+        .expect("a recent event is kept");
+    // After the window a redelivery of the pruned event is new again.
+    accepted(
+        c.store
+            .ingest(request(&source, org.id, "stripe:evt_old"), vec![event()])
+            .await
+            .expect("ingest"),
+    );
+}
