@@ -148,6 +148,22 @@ typed_id!(
     /// Identifies an audit log entry.
     AuditId, "aud_", "audit entry"
 );
+typed_id!(
+    /// Identifies an outbound webhook endpoint.
+    EndpointId, "ep_", "endpoint"
+);
+typed_id!(
+    /// Identifies an outbound message (one event, sent to every matching endpoint).
+    MessageId, "msg_", "message"
+);
+typed_id!(
+    /// Identifies the delivery of one message to one endpoint.
+    DeliveryId, "dlv_", "delivery"
+);
+typed_id!(
+    /// Identifies one delivery attempt.
+    AttemptId, "att_", "attempt"
+);
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,7 @@ pub mod breaker;
 pub mod calendar;
 pub mod clock;
 pub mod couple;
+pub mod endpoint;
 pub mod id;
 pub mod org;
 pub mod ratelimit;

@@ -506,6 +506,55 @@ impl Store {
         }
     }
 
+    /// Routes an event: fans it out to the organisation's webhook endpoints and records it as
+    /// routed, in one transaction. Running it again changes nothing (one message per event);
+    /// an event pruned meanwhile is nothing to do.
+    pub async fn route_event(&self, event_id: &str, priority: i32) -> StoreResult<()> {
+        let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let Some(r) = tx
+            .query_one_raw(Statement::from_sql_and_values(
+                self.backend(),
+                "SELECT org_id, event_type, subject, time, data FROM events WHERE id = $1",
+                vec![Value::from(event_id)],
+            ))
+            .await?
+        else {
+            return Ok(());
+        };
+        let org: OrgId = r
+            .try_get::<String>("", "org_id")?
+            .parse()
+            .map_err(|e| StoreError::Conflict(format!("stored event is unreadable: {e}")))?;
+        let data: serde_json::Value = serde_json::from_str(&r.try_get::<String>("", "data")?)
+            .unwrap_or(serde_json::Value::Null);
+        let subject: Option<String> = r.try_get("", "subject")?;
+        let event_type: String = r.try_get("", "event_type")?;
+        crate::webhooks::fan_out_in(
+            &tx,
+            now,
+            crate::webhooks::FanOut {
+                org: &org,
+                event_id,
+                event_type: &event_type,
+                time: from_micros(r.try_get("", "time")?),
+                subject: subject.as_deref(),
+                data: &data,
+                priority,
+            },
+        )
+        .await?;
+        tx.execute_raw(Statement::from_sql_and_values(
+            self.backend(),
+            "UPDATE events SET routed_at = $1 WHERE id = $2 AND routed_at IS NULL",
+            vec![to_micros(now).into(), Value::from(event_id)],
+        ))
+        .await?;
+        tx.commit().await?;
+        self.wake_workers();
+        Ok(())
+    }
+
     /// Records that an event was routed (the first time only).
     pub async fn mark_routed(&self, event_id: &str) -> StoreResult<()> {
         self.connection()
@@ -519,8 +568,8 @@ impl Store {
     }
 }
 
-/// The handler for [`ROUTE_KIND`]: records the event as routed. Consumers (outbound
-/// webhooks, journeys) attach here as they are built.
+/// The handler for [`ROUTE_KIND`]: fans the event out to outbound webhooks and records it as
+/// routed ([`Store::route_event`]). Journeys attach here as they are built.
 pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
     move |job: crate::queue::Job| {
         let store = store.clone();
@@ -536,7 +585,7 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
                 ));
             };
             store
-                .mark_routed(&event_id)
+                .route_event(&event_id, job.priority)
                 .await
                 .map_err(|e| crate::worker::JobError::transient(e.to_string()))
         }

@@ -38,6 +38,7 @@ pub mod queue;
 pub mod rate_limits;
 pub mod secrets;
 pub mod sources;
+pub mod webhooks;
 pub mod worker;
 
 use std::path::Path;

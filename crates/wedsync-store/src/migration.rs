@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_foundation::Migration),
             Box::new(m0002_durable_work::Migration),
             Box::new(m0003_inbound::Migration),
+            Box::new(m0004_outbound::Migration),
         ]
     }
 }
@@ -616,6 +617,226 @@ mod m0003_inbound {
                     false,
                 ))
                 .await?;
+            Ok(())
+        }
+    }
+}
+
+mod m0004_outbound {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0004_outbound"
+        }
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("endpoints"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(text("url"))
+                        .col(text("description"))
+                        .col(text("event_types"))
+                        .col(text_null("filter"))
+                        .col(text("tags"))
+                        .col(text("header_names"))
+                        .col(text_null("headers_sealed"))
+                        .col(integer_null("rate_limit_per_second"))
+                        .col(integer("timeout_ms"))
+                        .col(boolean("enabled"))
+                        .col(text_null("disabled_reason"))
+                        .col(big_integer_null("disabled_at"))
+                        .col(text("secret_sealed"))
+                        .col(text_null("previous_secret_sealed"))
+                        .col(big_integer_null("previous_secret_expires_at"))
+                        .col(big_integer_null("failing_since"))
+                        .col(big_integer_null("last_success_at"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut fk(
+                            "fk_endpoints_org",
+                            "endpoints",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_endpoints_org",
+                    "endpoints",
+                    &["org_id", "id"],
+                    false,
+                ))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("messages"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("event_type"))
+                        .col(string_null("event_id"))
+                        .col(text("payload"))
+                        .col(string_null("idempotency_key"))
+                        .col(string_null("idempotency_hash"))
+                        .col(integer("priority"))
+                        .col(big_integer("created_at"))
+                        .to_owned(),
+                )
+                .await?;
+            // One message per canonical event (fan-out runs at least once), and one per
+            // idempotency key while the key is held.
+            manager
+                .create_index(index(
+                    "ux_messages_event",
+                    "messages",
+                    &["org_id", "event_id"],
+                    true,
+                ))
+                .await?;
+            manager
+                .create_index(index(
+                    "ux_messages_idempotency",
+                    "messages",
+                    &["org_id", "idempotency_key"],
+                    true,
+                ))
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_messages_org",
+                    "messages",
+                    &["org_id", "id"],
+                    false,
+                ))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("deliveries"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("message_id"))
+                        .col(string("endpoint_id"))
+                        .col(string("status"))
+                        .col(integer("generation"))
+                        .col(integer("attempts"))
+                        .col(integer("round_attempts"))
+                        .col(big_integer("round_started_at"))
+                        .col(big_integer_null("next_attempt_at"))
+                        .col(big_integer_null("last_attempt_at"))
+                        .col(integer_null("last_status_code"))
+                        .col(text_null("last_error"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut fk(
+                            "fk_deliveries_message",
+                            "deliveries",
+                            &["message_id"],
+                            "messages",
+                            &["id"],
+                        ))
+                        .foreign_key(&mut fk(
+                            "fk_deliveries_endpoint",
+                            "deliveries",
+                            &["endpoint_id"],
+                            "endpoints",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ux_deliveries_pair",
+                    "deliveries",
+                    &["message_id", "endpoint_id"],
+                    true,
+                ))
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_deliveries_endpoint",
+                    "deliveries",
+                    &["endpoint_id", "status", "id"],
+                    false,
+                ))
+                .await?;
+
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("delivery_attempts"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("delivery_id"))
+                        .col(string("message_id"))
+                        .col(string("endpoint_id"))
+                        .col(big_integer("attempted_at"))
+                        .col(integer_null("status_code"))
+                        .col(integer("latency_ms"))
+                        .col(text("response_headers"))
+                        .col(text("response_body"))
+                        .col(string_null("error_class"))
+                        .col(text_null("error"))
+                        .col(boolean("success"))
+                        .col(string("trigger"))
+                        .foreign_key(&mut fk(
+                            "fk_attempts_delivery",
+                            "delivery_attempts",
+                            &["delivery_id"],
+                            "deliveries",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_attempts_delivery",
+                    "delivery_attempts",
+                    &["delivery_id", "id"],
+                    false,
+                ))
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_attempts_endpoint",
+                    "delivery_attempts",
+                    &["endpoint_id", "id"],
+                    false,
+                ))
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_attempts_message",
+                    "delivery_attempts",
+                    &["message_id", "id"],
+                    false,
+                ))
+                .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            for table in ["delivery_attempts", "deliveries", "messages", "endpoints"] {
+                manager
+                    .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                    .await?;
+            }
             Ok(())
         }
     }

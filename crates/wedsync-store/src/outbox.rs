@@ -111,8 +111,8 @@ pub(crate) fn booking_priority(
 /// The job kind that publishes an outbox event.
 pub const PUBLISH_KIND: &str = "outbox.publish";
 
-/// The handler for [`PUBLISH_KIND`]: records the event as published, once (a second run of
-/// the same job finds it published and changes nothing).
+/// The handler for [`PUBLISH_KIND`]: fans the event out to outbound webhooks and records it
+/// as published, once ([`Store::publish_event`]).
 pub fn publish_handler(store: Store) -> impl crate::worker::JobHandler {
     move |job: crate::queue::Job| {
         let store = store.clone();
@@ -128,15 +128,59 @@ pub fn publish_handler(store: Store) -> impl crate::worker::JobHandler {
                 ));
             };
             store
-                .mark_published(&event_id)
+                .publish_event(&event_id, job.priority)
                 .await
-                .map(|_| ())
                 .map_err(|e| crate::worker::JobError::transient(e.to_string()))
         }
     }
 }
 
 impl Store {
+    /// Publishes an outbox event: fans it out to the organisation's webhook endpoints and
+    /// marks it published, in one transaction; running it again changes nothing.
+    pub async fn publish_event(&self, event_id: &str, priority: i32) -> StoreResult<()> {
+        let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let Some(m) = outbox_event::Entity::find_by_id(event_id.to_owned())
+            .one(&tx)
+            .await?
+        else {
+            return Ok(());
+        };
+        let org: OrgId = m
+            .org_id
+            .parse()
+            .map_err(|e| crate::StoreError::Conflict(format!("stored event is unreadable: {e}")))?;
+        let data: serde_json::Value =
+            serde_json::from_str(&m.data).unwrap_or(serde_json::Value::Null);
+        crate::webhooks::fan_out_in(
+            &tx,
+            now,
+            crate::webhooks::FanOut {
+                org: &org,
+                event_id,
+                event_type: &m.event_type,
+                time: from_micros(m.occurred_at),
+                subject: Some(&m.subject),
+                data: &data,
+                priority,
+            },
+        )
+        .await?;
+        outbox_event::Entity::update_many()
+            .col_expr(
+                outbox_event::Column::PublishedAt,
+                sea_orm::sea_query::Expr::value(to_micros(now)),
+            )
+            .filter(outbox_event::Column::Id.eq(event_id))
+            .filter(outbox_event::Column::PublishedAt.is_null())
+            .exec(&tx)
+            .await?;
+        tx.commit().await?;
+        self.wake_workers();
+        Ok(())
+    }
+
     /// Marks an event published if it was not already; returns whether this call did it.
     pub async fn mark_published(&self, event_id: &str) -> StoreResult<bool> {
         let now = to_micros(self.clock().now());

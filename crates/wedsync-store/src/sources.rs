@@ -247,7 +247,7 @@ fn to_view(row: &Row) -> StoreResult<Source> {
 }
 
 impl Store {
-    fn master_key(&self) -> StoreResult<&MasterKey> {
+    pub(crate) fn master_key(&self) -> StoreResult<&MasterKey> {
         self.master_key.as_deref().ok_or_else(|| {
             StoreError::Config("no master key is configured for stored secrets".into())
         })

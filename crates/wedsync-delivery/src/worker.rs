@@ -1,0 +1,227 @@
+//! The `webhook.deliver` job: one attempt at one delivery, and what follows it (success, a
+//! retry on the schedule, giving up, or disabling the endpoint).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::Semaphore;
+use wedsync_core::breaker::{Admission, BreakerPolicy};
+use wedsync_core::ratelimit::Rate;
+use wedsync_core::retry::{Decision, Failure, RetryPolicy};
+use wedsync_store::Store;
+use wedsync_store::queue::Job;
+use wedsync_store::webhooks::{DeliveryWork, Next};
+use wedsync_store::worker::{JobError, JobHandler};
+
+use crate::sender::{Outcome, Sender};
+
+/// How deliveries are retried and when endpoints are given up on.
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy {
+    /// The retry schedule (default: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h).
+    pub retry: RetryPolicy,
+    /// An endpoint failing without a success for this long is disabled (default 5 days).
+    pub disable_after: TimeDelta,
+    /// The circuit breaker per endpoint.
+    pub breaker: BreakerPolicy,
+    /// Attempts in flight to one endpoint at once, per node.
+    pub per_endpoint_concurrency: usize,
+}
+
+impl Default for DeliveryPolicy {
+    fn default() -> Self {
+        Self {
+            retry: RetryPolicy::webhook_default(),
+            disable_after: TimeDelta::days(5),
+            breaker: BreakerPolicy::default(),
+            per_endpoint_concurrency: 8,
+        }
+    }
+}
+
+/// Decides what follows a failed attempt, given the endpoint's failing streak.
+pub fn after_failure(
+    policy: &DeliveryPolicy,
+    work: &DeliveryWork,
+    outcome: &Outcome,
+    now: DateTime<Utc>,
+    unit_random: f64,
+) -> Next {
+    if outcome.gone {
+        return Next::DisableEndpoint("the endpoint answered 410 Gone".into());
+    }
+    let failing_since = work.failing_since.unwrap_or(now);
+    if now - failing_since >= policy.disable_after {
+        return Next::DisableEndpoint(format!(
+            "no successful delivery since {}",
+            failing_since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ));
+    }
+    let reason = outcome
+        .record
+        .error
+        .clone()
+        .unwrap_or_else(|| "failed".into());
+    let attempts = u32::try_from(work.round_attempts).unwrap_or(0) + 1;
+    match policy.retry.decide(
+        attempts,
+        work.round_started_at,
+        now,
+        &Failure::Transient {
+            reason,
+            retry_after: outcome.retry_after,
+        },
+        unit_random,
+    ) {
+        Decision::RetryAt(at) => Next::RetryAt(at),
+        Decision::GiveUp { reason } => Next::GiveUp(reason),
+    }
+}
+
+/// Per-endpoint in-flight limits on this node.
+#[derive(Debug, Default)]
+struct Slots {
+    per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl Slots {
+    fn take(&self, endpoint: &str, limit: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let semaphore = {
+            let mut map = self
+                .per_endpoint
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            map.entry(endpoint.to_owned())
+                .or_insert_with(|| Arc::new(Semaphore::new(limit.max(1))))
+                .clone()
+        };
+        semaphore.try_acquire_owned().ok()
+    }
+}
+
+fn transient(e: impl std::fmt::Display) -> JobError {
+    JobError::transient(e.to_string())
+}
+
+/// The handler for `webhook.deliver` jobs.
+pub fn deliver_handler(store: Store, sender: Sender, policy: DeliveryPolicy) -> impl JobHandler {
+    let shared = Arc::new((store, sender, policy, Slots::default()));
+    move |job: Job| {
+        let shared = shared.clone();
+        async move {
+            let (store, sender, policy, slots) = &*shared;
+            attempt(store, sender, policy, slots, job).await
+        }
+    }
+}
+
+async fn attempt(
+    store: &Store,
+    sender: &Sender,
+    policy: &DeliveryPolicy,
+    slots: &Slots,
+    job: Job,
+) -> Result<(), JobError> {
+    let p = &job.payload;
+    let (Some(delivery), Some(generation), Some(number)) = (
+        p.get("delivery_id").and_then(|v| v.as_str()),
+        p.get("generation").and_then(serde_json::Value::as_i64),
+        p.get("attempt").and_then(serde_json::Value::as_i64),
+    ) else {
+        return Err(JobError::Permanent("malformed delivery job".into()));
+    };
+    let manual = p.get("trigger").and_then(|v| v.as_str()) == Some("manual");
+    let Some(work) = store.delivery_work(delivery).await.map_err(transient)? else {
+        return Ok(()); // deleted with its endpoint, or pruned
+    };
+    // A job that no longer matches its delivery has been overtaken (a rerun after its
+    // attempt was recorded, or a resend since): nothing to do.
+    if work.status != "pending"
+        || i64::from(work.generation) != generation
+        || i64::from(work.attempts) + 1 != number
+    {
+        return Ok(());
+    }
+    if !work.enabled {
+        store
+            .fail_undeliverable(&work, "endpoint disabled")
+            .await
+            .map_err(transient)?;
+        return Ok(());
+    }
+    let now = store.clock().now();
+    if let Some(rps) = work.rate_limit_per_second {
+        let rate = Rate {
+            capacity: rps,
+            per: TimeDelta::seconds(1),
+        };
+        if let Err(wait) = store
+            .rate_take(&format!("endpoint:{}", work.endpoint_id), &rate, 1)
+            .await
+            .map_err(transient)?
+        {
+            return Err(JobError::Deferred {
+                until: now + wait,
+                reason: format!("endpoint {} is at its rate limit", work.endpoint_id),
+            });
+        }
+    }
+    let Some(_slot) = slots.take(&work.endpoint_id, policy.per_endpoint_concurrency) else {
+        return Err(JobError::Deferred {
+            until: now + TimeDelta::milliseconds(200),
+            reason: format!(
+                "endpoint {} has {} attempts in flight",
+                work.endpoint_id, policy.per_endpoint_concurrency
+            ),
+        });
+    };
+    let target = format!("endpoint:{}", work.endpoint_id);
+    if let Admission::Defer { until } = store
+        .breaker_admit(&work.org_id, &target, &policy.breaker)
+        .await
+        .map_err(transient)?
+    {
+        return Err(JobError::Deferred {
+            until,
+            reason: format!("circuit breaker for {target} is open"),
+        });
+    }
+    let outcome = sender.send(&work, now).await;
+    let after = store.clock().now();
+    let next = if outcome.record.success {
+        Next::Succeeded
+    } else {
+        after_failure(policy, &work, &outcome, after, rand::random::<f64>())
+    };
+    if outcome.record.success || outcome.unhealthy {
+        store
+            .breaker_record(
+                &work.org_id,
+                &target,
+                &policy.breaker,
+                outcome.record.success,
+            )
+            .await
+            .map_err(transient)?;
+    }
+    let class = outcome
+        .record
+        .error_class
+        .clone()
+        .unwrap_or_else(|| "success".into());
+    metrics::counter!("wedsync_webhook_attempts_total", "outcome" => class.clone()).increment(1);
+    metrics::histogram!("wedsync_webhook_attempt_seconds")
+        .record(f64::from(outcome.record.latency_ms) / 1000.0);
+    if !outcome.record.success {
+        tracing::info!(delivery = %work.delivery_id, endpoint = %work.endpoint_id, class, next = ?next, "webhook attempt failed");
+    }
+    if let Next::DisableEndpoint(reason) = &next {
+        tracing::warn!(endpoint = %work.endpoint_id, reason, "disabling endpoint");
+    }
+    store
+        .record_attempt(&work, outcome.record, next, manual)
+        .await
+        .map_err(transient)?;
+    Ok(())
+}

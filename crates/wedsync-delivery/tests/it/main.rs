@@ -1,0 +1,1013 @@
+//! Outbound webhooks end to end: a real database, a real HTTP receiver on loopback, the
+//! real sender and worker, and a moved clock. Jobs are run by `drain`, which claims what is
+//! due at the clock's current instant, so nothing here waits for time to pass.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use wedsync_core::breaker::BreakerPolicy;
+use wedsync_core::clock::{Clock, ManualClock};
+use wedsync_core::id::{EndpointId, OrgId};
+use wedsync_delivery::sender::Sender;
+use wedsync_delivery::ssrf::{ClientOptions, SsrfPolicy};
+use wedsync_delivery::worker::{DeliveryPolicy, deliver_handler};
+use wedsync_store::queue::AfterFailure;
+use wedsync_store::testing::{TestDb, migrated_store};
+use wedsync_store::webhooks::{DELIVER_KIND, EndpointInput, EndpointPatch, MessageInput};
+use wedsync_store::worker::{JobError, JobHandler};
+use wedsync_store::{Actor, Store, StoreError};
+
+// ---------------------------------------------------------------------------------------
+// A receiver that records every request and answers from a script.
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+#[derive(Clone, Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    delay_ms: u64,
+}
+
+impl Reply {
+    fn status(status: u16) -> Self {
+        Self {
+            status,
+            headers: vec![],
+            delay_ms: 0,
+        }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<Reply>>>,
+    default: Arc<Mutex<Option<Reply>>>,
+}
+
+impl Receiver {
+    async fn start() -> (Self, SocketAddr) {
+        let receiver = Receiver::default();
+        let r = receiver.clone();
+        let app = axum::Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
+            let r = r.clone();
+            async move {
+                r.got.lock().expect("lock").push(Received { headers, body });
+                let reply = r
+                    .script
+                    .lock()
+                    .expect("lock")
+                    .pop_front()
+                    .or_else(|| r.default.lock().expect("lock").clone())
+                    .unwrap_or(Reply::status(200));
+                if reply.delay_ms > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(reply.delay_ms)).await;
+                }
+                let mut resp = axum::response::Response::builder()
+                    .status(StatusCode::from_u16(reply.status).expect("status"));
+                for (k, v) in reply.headers {
+                    resp = resp.header(k, v);
+                }
+                resp.body(axum::body::Body::from("receiver says hello"))
+                    .expect("response")
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, addr)
+    }
+
+    fn answer(&self, reply: Reply) {
+        *self.default.lock().expect("lock") = Some(reply);
+    }
+
+    fn then(&self, reply: Reply) {
+        self.script.lock().expect("lock").push_back(reply);
+    }
+
+    fn count(&self) -> usize {
+        self.got.lock().expect("lock").len()
+    }
+
+    fn last(&self) -> Received {
+        self.got
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .expect("a request")
+    }
+
+    fn all(&self) -> Vec<Received> {
+        self.got.lock().expect("lock").clone()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The hub's side.
+
+struct Ctx {
+    store: Store,
+    clock: ManualClock,
+    org: OrgId,
+    handler: Box<dyn JobHandler>,
+    publish: Box<dyn JobHandler>,
+    _db: TestDb,
+}
+
+fn loopback_allowed() -> SsrfPolicy {
+    SsrfPolicy {
+        allow: vec!["127.0.0.1/32".parse().expect("net")],
+    }
+}
+
+async fn ctx_with(start: DateTime<Utc>, policy: DeliveryPolicy, ssrf: SsrfPolicy) -> Ctx {
+    let clock = ManualClock::new(start);
+    let (store, db) = migrated_store(Arc::new(clock.clone()))
+        .await
+        .expect("test database");
+    let settings = wedsync_core::org::OrgSettings::parse(
+        "Lens & Lace",
+        "Europe/London",
+        "professional",
+        "GB",
+        "GBP",
+    )
+    .expect("valid");
+    let org = store
+        .create_org(settings, &Actor::Cli("test".into()))
+        .await
+        .expect("org");
+    let sender = Sender::new(ssrf, ClientOptions::default()).expect("client");
+    Ctx {
+        handler: Box::new(deliver_handler(store.clone(), sender, policy)),
+        publish: Box::new(wedsync_store::outbox::publish_handler(store.clone())),
+        store,
+        clock,
+        org: org.id,
+        _db: db,
+    }
+}
+
+/// A clock at the real present, so the reference library's own timestamp check passes.
+async fn ctx() -> Ctx {
+    ctx_with(Utc::now(), DeliveryPolicy::default(), loopback_allowed()).await
+}
+
+fn operator() -> Actor {
+    Actor::Cli("test".into())
+}
+
+impl Ctx {
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    async fn endpoint(&self, addr: SocketAddr, event_types: &[&str]) -> (EndpointId, String) {
+        self.endpoint_with(EndpointInput {
+            url: format!("http://{addr}/hooks"),
+            event_types: event_types.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn endpoint_with(&self, input: EndpointInput) -> (EndpointId, String) {
+        let (e, secret) = self
+            .store
+            .create_endpoint(&self.org, input, &operator())
+            .await
+            .expect("endpoint");
+        (e.id, secret)
+    }
+
+    async fn message(&self, event_type: &str, data: Value) -> String {
+        self.store
+            .create_message(
+                &self.org,
+                MessageInput {
+                    event_type: event_type.into(),
+                    data,
+                },
+                None,
+                TimeDelta::hours(24),
+                None,
+            )
+            .await
+            .expect("message")
+            .0
+            .id
+            .to_string()
+    }
+
+    /// Runs every job due now (publishing outbox events and delivery attempts), again and
+    /// again until none is due. Returns how many delivery jobs ran (deferred ones included).
+    async fn drain(&self) -> usize {
+        let mut ran = 0;
+        for _ in 0..1000 {
+            let mut jobs = self
+                .store
+                .claim(
+                    "test",
+                    wedsync_store::outbox::PUBLISH_KIND,
+                    100,
+                    TimeDelta::minutes(1),
+                )
+                .await
+                .expect("claim");
+            let deliveries = self
+                .store
+                .claim("test", DELIVER_KIND, 100, TimeDelta::minutes(1))
+                .await
+                .expect("claim");
+            ran += deliveries.len();
+            jobs.extend(deliveries);
+            if jobs.is_empty() {
+                return ran;
+            }
+            let mut deferred_only = true;
+            for job in jobs {
+                let handler = if job.kind == DELIVER_KIND {
+                    &self.handler
+                } else {
+                    &self.publish
+                };
+                match handler.run(job.clone()).await {
+                    Ok(()) => {
+                        deferred_only = false;
+                        self.store
+                            .complete("test", std::slice::from_ref(&job.id))
+                            .await
+                            .expect("complete");
+                    }
+                    Err(JobError::Deferred { until, .. }) => {
+                        self.store
+                            .defer("test", &job.id, until)
+                            .await
+                            .expect("defer");
+                    }
+                    Err(e) => {
+                        deferred_only = false;
+                        self.store
+                            .fail("test", &job.id, &format!("{e:?}"), AfterFailure::Dead)
+                            .await
+                            .expect("fail");
+                    }
+                }
+            }
+            if deferred_only {
+                return ran;
+            }
+        }
+        panic!("jobs kept coming")
+    }
+
+    async fn delivery(&self, message: &str) -> wedsync_store::webhooks::Delivery {
+        let (_, mut deliveries) = self
+            .store
+            .get_message(&self.org, message)
+            .await
+            .expect("message");
+        assert_eq!(deliveries.len(), 1, "one endpoint");
+        deliveries.remove(0)
+    }
+
+    async fn endpoint_state(&self, id: &EndpointId) -> wedsync_store::webhooks::Endpoint {
+        self.store
+            .get_endpoint(&self.org, id)
+            .await
+            .expect("endpoint")
+    }
+}
+
+fn header<'a>(r: &'a Received, name: &str) -> &'a str {
+    r.headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_delivery_verifies_with_the_reference_standard_webhooks_library() {
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    let (_, secret) = c
+        .endpoint_with(EndpointInput {
+            url: format!("http://{addr}/hooks"),
+            event_types: vec!["booking.*".into(), "payment.completed".into()],
+            headers: [("X-Vendor-Token".to_owned(), "tok_123".to_owned())].into(),
+            ..Default::default()
+        })
+        .await;
+    let msg = c
+        .message(
+            "payment.completed",
+            json!({"amount_minor": 50000, "currency": "GBP"}),
+        )
+        .await;
+    c.message("couple.created", json!({})).await; // not subscribed
+    c.drain().await;
+    assert_eq!(rx.count(), 1, "only the subscribed event is delivered");
+    let got = rx.last();
+    let verifier = standardwebhooks::Webhook::new(&secret).expect("secret");
+    verifier
+        .verify(&got.body, &got.headers)
+        .expect("the reference implementation verifies our signature");
+    assert_eq!(header(&got, "webhook-id"), msg);
+    assert_eq!(header(&got, "content-type"), "application/json");
+    assert!(header(&got, "user-agent").starts_with("wedsync"));
+    assert_eq!(header(&got, "x-vendor-token"), "tok_123");
+    let body: Value = serde_json::from_slice(&got.body).expect("json");
+    assert_eq!(body["type"], "payment.completed");
+    assert_eq!(body["id"], msg);
+    assert_eq!(body["data"]["amount_minor"], 50000);
+    // A tampered body does not verify.
+    let mut tampered = got.body.to_vec();
+    tampered[10] ^= 1;
+    assert!(verifier.verify(&tampered, &got.headers).is_err());
+
+    let d = c.delivery(&msg).await;
+    assert_eq!(d.status, "succeeded");
+    assert_eq!(d.attempts, 1);
+    let attempts = c
+        .store
+        .list_attempts(&c.org, None, Some(&msg), &Default::default())
+        .await
+        .expect("attempts");
+    let a = &attempts.data[0];
+    assert!(a.success);
+    assert_eq!(a.status_code, Some(200));
+    assert_eq!(a.response_body, "receiver says hello");
+    assert!(
+        a.response_headers
+            .iter()
+            .any(|(k, _)| k == "content-length")
+    );
+    assert_eq!(a.trigger, "scheduled");
+}
+
+#[tokio::test]
+async fn domain_events_fan_out_through_the_outbox_with_filters() {
+    let c = ctx().await;
+    let (all, all_addr) = Receiver::start().await;
+    let (venue, venue_addr) = Receiver::start().await;
+    c.endpoint(all_addr, &["client.*"]).await;
+    c.endpoint_with(EndpointInput {
+        url: format!("http://{venue_addr}/hooks"),
+        event_types: vec!["client.created".into()],
+        filter: Some(json!({"data.couple.wedding_date": {"$gte": "2027-01-01"}})),
+        ..Default::default()
+    })
+    .await;
+    for date in ["2026-12-12", "2027-06-05"] {
+        let input: wedsync_core::couple::CoupleInput = serde_json::from_value(json!({
+            "partners": [{"name": "Ana", "email": "ana@example.com"}, {"name": "Ben", "email": "ben@example.com"}],
+            "wedding_date": date,
+        }))
+        .expect("shape");
+        let fields = input
+            .validate(wedsync_core::org::TimeZone::parse("Europe/London").expect("zone"))
+            .expect("valid");
+        c.store
+            .create_couple(&c.org, fields, &operator())
+            .await
+            .expect("couple");
+    }
+    c.drain().await;
+    assert_eq!(all.count(), 2, "client.* receives both couples");
+    assert_eq!(
+        venue.count(),
+        1,
+        "the filter lets only the 2027 wedding through"
+    );
+    let body: Value = serde_json::from_slice(&venue.last().body).expect("json");
+    assert_eq!(body["data"]["couple"]["wedding_date"], "2027-06-05");
+    assert!(
+        body["event_id"]
+            .as_str()
+            .expect("event")
+            .starts_with("evt_")
+    );
+    // Publishing again (at-least-once) creates no second message.
+    for e in c
+        .store
+        .outbox_events(&c.org, None, 10)
+        .await
+        .expect("events")
+    {
+        c.store.publish_event(&e.id, 0).await.expect("republish");
+    }
+    c.drain().await;
+    assert_eq!(all.count(), 2);
+    assert_eq!(
+        c.store
+            .list_messages(&c.org, Some("client.created"), &Default::default())
+            .await
+            .expect("messages")
+            .data
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn retries_follow_the_schedule_with_jitter_then_give_up() {
+    let policy = DeliveryPolicy {
+        breaker: BreakerPolicy {
+            failure_threshold: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let c = ctx_with(Utc::now(), policy, loopback_allowed()).await;
+    let (rx, addr) = Receiver::start().await;
+    rx.answer(Reply::status(500));
+    let (ep, secret) = c.endpoint(addr, &[]).await;
+    let msg = c.message("invoice.sent", json!({"n": 1})).await;
+    // The first try, and the immediate retry.
+    c.drain().await;
+    assert_eq!(rx.count(), 2);
+    let schedule = [5, 300, 1_800, 7_200, 18_000, 36_000, 36_000];
+    for (i, nominal) in schedule.into_iter().enumerate() {
+        let d = c.delivery(&msg).await;
+        assert_eq!(d.status, "pending");
+        let wait = d.next_attempt_at.expect("scheduled") - c.now();
+        let (low, high) = (nominal * 800, nominal * 1200);
+        assert!(
+            wait.num_milliseconds() >= low && wait.num_milliseconds() <= high,
+            "retry {} after {wait} is outside {nominal} s ± 20%",
+            i + 2
+        );
+        // Nothing happens before it is due.
+        c.clock.advance(wait - TimeDelta::milliseconds(1));
+        c.drain().await;
+        assert_eq!(rx.count(), i + 2);
+        c.clock.advance(TimeDelta::milliseconds(1));
+        c.drain().await;
+        assert_eq!(rx.count(), i + 3);
+    }
+    let d = c.delivery(&msg).await;
+    assert_eq!(d.status, "failed", "9 attempts, then it gives up");
+    assert_eq!(d.attempts, 9);
+    assert!(
+        d.last_error
+            .expect("reason")
+            .contains("gave up after 9 attempts")
+    );
+    // Every attempt carried the same webhook-id, each freshly signed.
+    let all = rx.all();
+    assert!(all.iter().all(|r| header(r, "webhook-id") == msg));
+    let stamps: std::collections::BTreeSet<_> =
+        all.iter().map(|r| header(r, "webhook-timestamp")).collect();
+    assert!(stamps.len() > 5, "each attempt is signed at its own time");
+    let verifier = standardwebhooks::Webhook::new(&secret).expect("secret");
+    for r in &all {
+        let ts: i64 = header(r, "webhook-timestamp").parse().expect("ts");
+        let expected = verifier.sign(&msg, ts, &r.body).expect("sign");
+        assert_eq!(header(r, "webhook-signature"), expected);
+    }
+    // Stats see it all.
+    let stats = c
+        .store
+        .endpoint_stats(&c.org, &ep, c.now() - TimeDelta::days(7))
+        .await
+        .expect("stats");
+    assert_eq!(
+        (stats.failed, stats.attempts, stats.successful_attempts),
+        (1, 9, 0)
+    );
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_within_bounds() {
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    c.endpoint(addr, &[]).await;
+    let asked = |secs: &str| Reply {
+        status: 429,
+        headers: vec![("retry-after", secs.to_owned())],
+        delay_ms: 0,
+    };
+    rx.then(asked("120"));
+    let msg = c.message("invoice.sent", json!({})).await;
+    c.drain().await;
+    let wait = c.delivery(&msg).await.next_attempt_at.expect("due") - c.now();
+    assert!(
+        wait >= TimeDelta::seconds(120) && wait <= TimeDelta::seconds(121),
+        "the schedule says now, the receiver said 120 s: {wait}"
+    );
+    c.clock.advance(wait);
+    rx.then(asked("86400"));
+    c.drain().await;
+    let wait = c.delivery(&msg).await.next_attempt_at.expect("due") - c.now();
+    assert_eq!(
+        wait,
+        TimeDelta::hours(1),
+        "a day is clamped to the 1 h bound"
+    );
+    c.clock.advance(wait);
+    c.drain().await;
+    assert_eq!(c.delivery(&msg).await.status, "succeeded");
+    assert_eq!(rx.count(), 3);
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint_and_says_so_to_other_endpoints() {
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    let (ops, ops_addr) = Receiver::start().await;
+    rx.answer(Reply::status(410));
+    let (ep, _) = c.endpoint(addr, &["invoice.*"]).await;
+    c.endpoint(ops_addr, &["endpoint.disabled"]).await;
+    let first = c.message("invoice.sent", json!({})).await;
+    c.drain().await;
+    let state = c.endpoint_state(&ep).await;
+    assert!(!state.enabled);
+    assert_eq!(
+        state.disabled_reason.as_deref(),
+        Some("the endpoint answered 410 Gone")
+    );
+    assert_eq!(c.delivery(&first).await.status, "failed");
+    assert_eq!(
+        ops.count(),
+        1,
+        "endpoint.disabled went to the subscribed endpoint"
+    );
+    let body: Value = serde_json::from_slice(&ops.last().body).expect("json");
+    assert_eq!(body["type"], "endpoint.disabled");
+    assert_eq!(body["data"]["endpoint_id"], ep.to_string());
+
+    // While disabled, new messages are kept as failed, not sent; enabling and recovering
+    // sends them.
+    let second = c.message("invoice.sent", json!({"n": 2})).await;
+    c.drain().await;
+    assert_eq!(rx.count(), 1);
+    assert_eq!(
+        c.delivery(&second).await.last_error.as_deref(),
+        Some("endpoint disabled")
+    );
+    rx.answer(Reply::status(204));
+    c.store
+        .update_endpoint(
+            &c.org,
+            &ep,
+            EndpointPatch {
+                enabled: Some(true),
+                ..Default::default()
+            },
+            &operator(),
+        )
+        .await
+        .expect("enable");
+    let resent = c
+        .store
+        .recover(&c.org, &ep, c.now() - TimeDelta::hours(1), &operator())
+        .await
+        .expect("recover");
+    assert_eq!(resent, 2);
+    c.drain().await;
+    assert_eq!(c.delivery(&first).await.status, "succeeded");
+    assert_eq!(c.delivery(&second).await.status, "succeeded");
+    let attempts = c
+        .store
+        .list_attempts(&c.org, Some(&ep), Some(&second), &Default::default())
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.data.last().expect("one").trigger, "manual");
+}
+
+#[tokio::test]
+async fn the_breaker_opens_then_a_half_open_probe_recovers_it() {
+    let policy = DeliveryPolicy {
+        breaker: BreakerPolicy {
+            failure_threshold: 3,
+            cool_down: TimeDelta::seconds(60),
+            probe_timeout: TimeDelta::seconds(30),
+        },
+        ..Default::default()
+    };
+    let c = ctx_with(Utc::now(), policy, loopback_allowed()).await;
+    let (rx, addr) = Receiver::start().await;
+    rx.answer(Reply::status(503));
+    let (ep, _) = c.endpoint(addr, &[]).await;
+    // One message fails its first try and its immediate retry; a second trips the breaker.
+    let a = c.message("invoice.sent", json!({"n": 1})).await;
+    c.drain().await;
+    let b = c.message("invoice.sent", json!({"n": 2})).await;
+    c.drain().await;
+    let sent = rx.count();
+    assert_eq!(sent, 3, "the third consecutive failure opens the breaker");
+    let breakers = c.store.list_breakers(&c.org).await.expect("breakers");
+    let breaker = breakers
+        .iter()
+        .find(|x| x.target == format!("endpoint:{ep}"))
+        .expect("breaker");
+    assert_eq!(breaker.state.name(), "open");
+    // While open, due attempts wait without being made or counted.
+    let c3 = c.message("invoice.sent", json!({"n": 3})).await;
+    c.clock.advance(TimeDelta::seconds(30));
+    c.drain().await;
+    assert_eq!(rx.count(), sent);
+    assert_eq!(c.delivery(&c3).await.attempts, 0);
+    // After the cool-down one probe goes through; it succeeds and the rest follow.
+    rx.answer(Reply::status(200));
+    c.clock.advance(TimeDelta::seconds(31));
+    c.drain().await;
+    c.clock.advance(TimeDelta::minutes(10));
+    c.drain().await;
+    for m in [&a, &b, &c3] {
+        assert_eq!(c.delivery(m).await.status, "succeeded", "{m}");
+    }
+    let breakers = c.store.list_breakers(&c.org).await.expect("breakers");
+    assert!(
+        breakers.iter().all(|x| x.state.name() == "closed"),
+        "{breakers:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_for_five_days_is_disabled() {
+    let policy = DeliveryPolicy {
+        breaker: BreakerPolicy {
+            failure_threshold: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let c = ctx_with(Utc::now(), policy, loopback_allowed()).await;
+    let (rx, addr) = Receiver::start().await;
+    rx.answer(Reply::status(500));
+    let (ep, _) = c.endpoint(addr, &[]).await;
+    c.message("invoice.sent", json!({})).await;
+    c.drain().await;
+    let since = c.endpoint_state(&ep).await.failing_since.expect("failing");
+    // Days of failures, each day a new message.
+    for _ in 0..4 {
+        c.clock.advance(TimeDelta::days(1));
+        c.message("invoice.sent", json!({})).await;
+        c.drain().await;
+        assert!(c.endpoint_state(&ep).await.enabled);
+    }
+    c.clock.advance(TimeDelta::days(1));
+    c.message("invoice.sent", json!({})).await;
+    c.drain().await;
+    let state = c.endpoint_state(&ep).await;
+    assert!(!state.enabled, "five days without a success");
+    assert!(
+        state
+            .disabled_reason
+            .expect("reason")
+            .contains(&since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    );
+    let events = c
+        .store
+        .outbox_events(&c.org, None, 100)
+        .await
+        .expect("events");
+    assert!(events.iter().any(|e| e.event_type == "endpoint.disabled"));
+    // A success in between resets the streak: shown by enabling, which clears it.
+    c.store
+        .update_endpoint(
+            &c.org,
+            &ep,
+            EndpointPatch {
+                enabled: Some(true),
+                ..Default::default()
+            },
+            &operator(),
+        )
+        .await
+        .expect("enable");
+    assert_eq!(c.endpoint_state(&ep).await.failing_since, None);
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_beside_the_new_one_for_24_hours() {
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    let (ep, old) = c.endpoint(addr, &[]).await;
+    let (view, new) = c
+        .store
+        .rotate_endpoint_secret(&c.org, &ep, None, TimeDelta::hours(24), &operator())
+        .await
+        .expect("rotate");
+    assert_ne!(old, new);
+    assert_eq!(
+        view.previous_secret_expires_at,
+        Some(c.now() + TimeDelta::hours(24))
+    );
+    c.message("invoice.sent", json!({})).await;
+    c.drain().await;
+    let got = rx.last();
+    let signatures: Vec<&str> = header(&got, "webhook-signature").split(' ').collect();
+    assert_eq!(signatures.len(), 2, "both secrets sign during the window");
+    for secret in [&old, &new] {
+        standardwebhooks::Webhook::new(secret)
+            .expect("secret")
+            .verify(&got.body, &got.headers)
+            .expect("verifies with either secret");
+    }
+    c.clock.advance(TimeDelta::hours(24));
+    let msg = c.message("invoice.sent", json!({})).await;
+    c.drain().await;
+    let got = rx.last();
+    assert_eq!(header(&got, "webhook-id"), msg);
+    assert_eq!(header(&got, "webhook-signature").split(' ').count(), 1);
+    let ts: i64 = header(&got, "webhook-timestamp").parse().expect("ts");
+    let with = |s: &str| {
+        standardwebhooks::Webhook::new(s)
+            .expect("secret")
+            .sign(&msg, ts, &got.body)
+            .expect("sign")
+    };
+    assert_eq!(header(&got, "webhook-signature"), with(&new));
+    assert_ne!(header(&got, "webhook-signature"), with(&old));
+}
+
+#[tokio::test]
+async fn messages_are_idempotent_for_24_hours() {
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    c.endpoint(addr, &[]).await;
+    let create = |data: Value| {
+        c.store.create_message(
+            &c.org,
+            MessageInput {
+                event_type: "invoice.sent".into(),
+                data,
+            },
+            Some("order-42"),
+            TimeDelta::hours(24),
+            None,
+        )
+    };
+    let (first, created) = create(json!({"n": 1})).await.expect("first");
+    assert!(created);
+    let (again, created) = create(json!({"n": 1})).await.expect("again");
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    assert!(matches!(
+        create(json!({"n": 2})).await,
+        Err(StoreError::Conflict(_))
+    ));
+    c.drain().await;
+    assert_eq!(rx.count(), 1, "sent once");
+    c.clock.advance(TimeDelta::hours(24));
+    let (later, created) = create(json!({"n": 1})).await.expect("later");
+    assert!(created, "after 24 hours the key is free again");
+    assert_ne!(later.id, first.id);
+    // A payload over the limit is refused.
+    let huge = "x".repeat(wedsync_store::webhooks::MAX_PAYLOAD_BYTES);
+    assert!(matches!(
+        c.store
+            .create_message(
+                &c.org,
+                MessageInput {
+                    event_type: "invoice.sent".into(),
+                    data: json!({ "blob": huge }),
+                },
+                None,
+                TimeDelta::hours(24),
+                None,
+            )
+            .await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_ssrf_guard_refuses_private_space_unless_allow_listed() {
+    let c = ctx_with(Utc::now(), DeliveryPolicy::default(), SsrfPolicy::default()).await;
+    let (rx, addr) = Receiver::start().await;
+    let port = addr.port();
+    let urls = [
+        format!("http://127.0.0.1:{port}/x"),
+        "http://10.1.2.3/x".to_owned(),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        format!("http://[::1]:{port}/x"),
+        format!("http://[::ffff:127.0.0.1]:{port}/x"),
+        format!("http://localhost:{port}/x"),
+    ];
+    let mut messages = Vec::new();
+    for url in &urls {
+        let (ep, _) = c
+            .endpoint_with(EndpointInput {
+                url: url.clone(),
+                event_types: vec!["invoice.sent".into()],
+                ..Default::default()
+            })
+            .await;
+        let (m, _) = c
+            .store
+            .create_message(
+                &c.org,
+                MessageInput {
+                    event_type: "invoice.sent".into(),
+                    data: json!({}),
+                },
+                None,
+                TimeDelta::hours(24),
+                Some(&ep),
+            )
+            .await
+            .expect("message");
+        messages.push((url, m.id.to_string()));
+    }
+    c.drain().await;
+    assert_eq!(rx.count(), 0, "nothing reached the loopback receiver");
+    for (url, m) in &messages {
+        let attempts = c
+            .store
+            .list_attempts(&c.org, None, Some(m), &Default::default())
+            .await
+            .expect("attempts");
+        let a = attempts.data.first().expect("an attempt is recorded");
+        assert_eq!(a.error_class.as_deref(), Some("refused"), "{url}: {a:?}");
+        assert!(
+            a.error
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("refused"),
+            "{url}"
+        );
+    }
+
+    // A redirect from an allowed receiver into private space is not followed.
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    rx.answer(Reply {
+        status: 307,
+        headers: vec![("location", "http://169.254.169.254/latest".into())],
+        delay_ms: 0,
+    });
+    c.endpoint(addr, &[]).await;
+    let m = c.message("invoice.sent", json!({})).await;
+    c.drain().await;
+    let attempts = c
+        .store
+        .list_attempts(&c.org, None, Some(&m), &Default::default())
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.data[0].error_class.as_deref(), Some("refused"));
+}
+
+#[tokio::test]
+async fn the_rate_limit_and_timeouts_are_enforced() {
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    let (_, _) = c
+        .endpoint_with(EndpointInput {
+            url: format!("http://{addr}/hooks"),
+            rate_limit_per_second: Some(2),
+            ..Default::default()
+        })
+        .await;
+    for n in 0..5 {
+        c.message("invoice.sent", json!({ "n": n })).await;
+    }
+    c.drain().await;
+    assert_eq!(rx.count(), 2, "two a second");
+    c.clock.advance(TimeDelta::seconds(1));
+    c.drain().await;
+    assert_eq!(rx.count(), 4);
+    c.clock.advance(TimeDelta::seconds(1));
+    c.drain().await;
+    assert_eq!(rx.count(), 5);
+
+    // A receiver slower than the endpoint's timeout is a failed attempt, classed as such.
+    let (slow, slow_addr) = Receiver::start().await;
+    slow.then(Reply {
+        status: 200,
+        headers: vec![],
+        delay_ms: 1_500,
+    });
+    let (ep, _) = c
+        .endpoint_with(EndpointInput {
+            url: format!("http://{slow_addr}/hooks"),
+            event_types: vec!["slow.test".into()],
+            timeout_ms: Some(1_000),
+            ..Default::default()
+        })
+        .await;
+    let m = c.message("slow.test", json!({})).await;
+    c.drain().await;
+    let attempts = c
+        .store
+        .list_attempts(&c.org, Some(&ep), Some(&m), &Default::default())
+        .await
+        .expect("attempts");
+    assert_eq!(attempts.data[0].error_class.as_deref(), Some("timeout"));
+    assert_eq!(
+        attempts.data.len(),
+        2,
+        "the immediate retry ran and succeeded"
+    );
+    assert!(attempts.data[1].success);
+}
+
+#[tokio::test]
+async fn resending_delivers_the_same_message_id_again() {
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    let (ep, _) = c.endpoint(addr, &[]).await;
+    let m = c.message("invoice.sent", json!({})).await;
+    c.drain().await;
+    c.store
+        .resend(&c.org, &m, &ep, &operator())
+        .await
+        .expect("resend");
+    c.drain().await;
+    let all = rx.all();
+    assert_eq!(all.len(), 2);
+    assert_eq!(header(&all[0], "webhook-id"), header(&all[1], "webhook-id"));
+    assert_eq!(all[0].body, all[1].body);
+    assert_eq!(c.delivery(&m).await.attempts, 2);
+    // Another organisation cannot see or resend it.
+    let other = c
+        .store
+        .create_org(
+            wedsync_core::org::OrgSettings::parse("Other", "Europe/London", "starter", "GB", "GBP")
+                .expect("valid"),
+            &operator(),
+        )
+        .await
+        .expect("org");
+    assert!(matches!(
+        c.store.get_message(&other.id, &m).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        c.store.resend(&other.id, &m, &ep, &operator()).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn endpoint_settings_are_checked_and_secrets_never_shown() {
+    let c = ctx().await;
+    let bad = c
+        .store
+        .create_endpoint(
+            &c.org,
+            EndpointInput {
+                url: "ftp://example.com/x".into(),
+                event_types: vec!["Booking.*".into()],
+                filter: Some(json!({"data.x": {"$regex": "a"}})),
+                headers: [("Host".to_owned(), "evil".to_owned())].into(),
+                timeout_ms: Some(60_000),
+                ..Default::default()
+            },
+            &operator(),
+        )
+        .await;
+    let Err(StoreError::Invalid(errors)) = bad else {
+        panic!("expected validation errors, got {bad:?}")
+    };
+    let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+    for f in ["url", "event_types[0]", "timeout_ms"] {
+        assert!(fields.contains(&f), "{f} in {fields:?}");
+    }
+    assert!(fields.iter().any(|f| f.starts_with("filter")), "{fields:?}");
+    assert!(
+        fields.iter().any(|f| f.starts_with("headers")),
+        "{fields:?}"
+    );
+
+    let (ep, secret) = c
+        .endpoint_with(EndpointInput {
+            url: "https://hooks.example.com/wedsync".into(),
+            headers: [("Authorization".to_owned(), "Bearer s3cr3t-token".to_owned())].into(),
+            ..Default::default()
+        })
+        .await;
+    assert!(secret.starts_with("whsec_"));
+    let key = wedsync_core::endpoint::EndpointSecret::parse(&secret).expect("whsec");
+    assert!((24..=64).contains(&key.key().len()));
+    let shown = serde_json::to_string(&c.endpoint_state(&ep).await).expect("json");
+    assert!(!shown.contains(&secret[6..]));
+    assert!(!shown.contains("s3cr3t-token"));
+    assert!(shown.contains("Authorization"), "header names are shown");
+    let audit = serde_json::to_string(
+        &c.store
+            .audit_entries(&c.org, None, 10)
+            .await
+            .expect("audit"),
+    )
+    .expect("json");
+    assert!(!audit.contains(&secret[6..]) && !audit.contains("s3cr3t-token"));
+}
