@@ -49,6 +49,10 @@ pub struct HttpSettings {
     pub inbound_peak_multiplier: f64,
     /// How long a rotated source secret keeps verifying.
     pub rotation_grace: chrono::TimeDelta,
+    /// How long a rotated endpoint secret keeps signing beside the new one.
+    pub endpoint_rotation_grace: chrono::TimeDelta,
+    /// How long an `Idempotency-Key` on `POST /v1/messages` is honoured.
+    pub idempotency_window: chrono::TimeDelta,
 }
 
 impl Default for HttpSettings {
@@ -59,6 +63,8 @@ impl Default for HttpSettings {
             inbound_body_limit: 1024 * 1024,
             inbound_peak_multiplier: 3.0,
             rotation_grace: chrono::TimeDelta::hours(24),
+            endpoint_rotation_grace: chrono::TimeDelta::hours(24),
+            idempotency_window: chrono::TimeDelta::hours(24),
         }
     }
 }

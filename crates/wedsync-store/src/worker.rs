@@ -167,6 +167,8 @@ pub struct PruneConfig {
     /// Keep inbound requests and their events this long (also the inbound dedupe window);
     /// `None` keeps them for ever.
     pub keep_inbound: Option<TimeDelta>,
+    /// Keep finished outbound messages with their deliveries and attempts this long.
+    pub keep_outbound: Option<TimeDelta>,
 }
 
 fn hostname() -> String {
@@ -365,6 +367,13 @@ impl WorkerPool {
                                 Ok(0) => {}
                                 Ok(n) => tracing::info!(pruned = n, "pruned inbound requests"),
                                 Err(error) => tracing::error!(%error, "pruning inbound requests failed"),
+                            }
+                        }
+                        if let Some(keep) = p.keep_outbound {
+                            match store.prune_outbound(now - keep).await {
+                                Ok(0) => {}
+                                Ok(n) => tracing::info!(pruned = n, "pruned outbound messages"),
+                                Err(error) => tracing::error!(%error, "pruning outbound messages failed"),
                             }
                         }
                     }

@@ -449,8 +449,26 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
             rotation_grace: chrono::TimeDelta::hours(i64::from(
                 settings.inbound.rotation_grace_hours,
             )),
+            endpoint_rotation_grace: chrono::TimeDelta::hours(i64::from(
+                settings.outbound.rotation_grace_hours,
+            )),
+            idempotency_window: chrono::TimeDelta::hours(i64::from(
+                settings.outbound.idempotency_hours,
+            )),
         },
     );
+    let sender = wedsync_delivery::sender::Sender::new(
+        settings.ssrf_policy(),
+        wedsync_delivery::ssrf::ClientOptions {
+            connect_timeout: Duration::from_millis(settings.outbound.connect_timeout_ms),
+            // Each attempt sets the endpoint's own timeout; this is only the ceiling.
+            timeout: Duration::from_secs(60),
+            max_redirects: settings.outbound.max_redirects,
+            pool_idle_per_host: settings.outbound.per_endpoint_concurrency as usize,
+            ..Default::default()
+        },
+    )
+    .context("cannot build the webhook HTTP client")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = settings.queue.enabled.then(|| {
         wedsync_store::worker::WorkerPool::new(store.clone(), settings.pool_config())
@@ -464,6 +482,16 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
                 wedsync_store::inbound::ROUTE_KIND,
                 wedsync_store::inbound::route_handler(store.clone()),
                 settings.inbound.route_concurrency,
+                wedsync_core::retry::RetryPolicy::default(),
+            )
+            .register(
+                wedsync_store::webhooks::DELIVER_KIND,
+                wedsync_delivery::worker::deliver_handler(
+                    store.clone(),
+                    sender,
+                    settings.delivery_policy(),
+                ),
+                settings.outbound.concurrency,
                 wedsync_core::retry::RetryPolicy::default(),
             )
             .spawn(stop_rx)

@@ -48,6 +48,21 @@ rotation_grace_hours = 24
 route_concurrency = 16
 retention_days = 30
 
+[outbound]
+concurrency = 64
+per_endpoint_concurrency = 8
+retry_schedule_seconds = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+jitter = 0.2
+disable_after_days = 5
+rotation_grace_hours = 24
+idempotency_hours = 24
+retention_days = 30
+connect_timeout_ms = 5000
+max_redirects = 3
+allow_subnets = []
+breaker_failures = 5
+breaker_cool_down_seconds = 300
+
 [secrets]
 "#;
 
@@ -81,8 +96,44 @@ pub struct Settings {
     pub queue: QueueSettings,
     /// Inbound webhooks.
     pub inbound: InboundSettings,
+    /// Outbound webhooks.
+    pub outbound: OutboundSettings,
     /// Secrets at rest.
     pub secrets: SecretSettings,
+}
+
+/// `[outbound]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// Delivery attempts in flight on this node.
+    pub concurrency: u32,
+    /// Attempts in flight to one endpoint on this node.
+    pub per_endpoint_concurrency: u32,
+    /// The delay before each retry, in seconds; the number of entries is the number of
+    /// retries (the first try comes on top).
+    pub retry_schedule_seconds: Vec<u64>,
+    /// Each delay is spread over ±this fraction.
+    pub jitter: f64,
+    /// An endpoint failing without a success this long is disabled.
+    pub disable_after_days: u32,
+    /// How long a rotated endpoint secret keeps signing beside the new one.
+    pub rotation_grace_hours: u32,
+    /// How long an `Idempotency-Key` on `POST /v1/messages` is honoured.
+    pub idempotency_hours: u32,
+    /// How long finished messages, deliveries and attempts are kept.
+    pub retention_days: u32,
+    /// The longest a connection may take to open.
+    pub connect_timeout_ms: u64,
+    /// Redirects followed (each checked by the SSRF guard).
+    pub max_redirects: usize,
+    /// Private subnets deliveries may reach (the SSRF guard refuses the rest), e.g.
+    /// `["10.20.0.0/16"]`; `WEDSYNC_OUTBOUND__ALLOW_SUBNETS` takes a comma-separated list.
+    pub allow_subnets: Vec<String>,
+    /// Consecutive failures that open an endpoint's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before a probe.
+    pub breaker_cool_down_seconds: u32,
 }
 
 /// `[inbound]`.
@@ -233,6 +284,9 @@ impl Settings {
                 .prefix_separator("_")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("outbound.allow_subnets")
+                .with_list_parse_key("outbound.retry_schedule_seconds")
                 .source(Some(vars)),
         );
         let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
@@ -317,6 +371,41 @@ impl Settings {
                 "must be between 1 and 100".into(),
             );
         }
+        let o = &self.outbound;
+        if o.concurrency == 0 || o.per_endpoint_concurrency == 0 {
+            return fail(
+                "outbound.concurrency",
+                "concurrency and per_endpoint_concurrency must be above 0".into(),
+            );
+        }
+        if o.retry_schedule_seconds.is_empty() || o.retry_schedule_seconds.len() > 50 {
+            return fail(
+                "outbound.retry_schedule_seconds",
+                "must list 1 to 50 delays".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&o.jitter) {
+            return fail("outbound.jitter", "must be between 0 and 1".into());
+        }
+        if o.disable_after_days == 0 || o.idempotency_hours == 0 || o.retention_days == 0 {
+            return fail(
+                "outbound",
+                "disable_after_days, idempotency_hours and retention_days must be above 0".into(),
+            );
+        }
+        if o.breaker_failures == 0 {
+            return fail("outbound.breaker_failures", "must be above 0".into());
+        }
+        for subnet in &o.allow_subnets {
+            if subnet.parse::<ipnet::IpNet>().is_err()
+                && subnet.parse::<std::net::IpAddr>().is_err()
+            {
+                return fail(
+                    "outbound.allow_subnets",
+                    format!("`{subnet}` is not an address or CIDR subnet"),
+                );
+            }
+        }
         if self.inbound.route_concurrency == 0 {
             return fail("inbound.route_concurrency", "must be above 0".into());
         }
@@ -361,6 +450,49 @@ impl Settings {
         self.database_url().starts_with("sqlite:")
     }
 
+    /// The outbound delivery policy these describe.
+    pub fn delivery_policy(&self) -> wedsync_delivery::worker::DeliveryPolicy {
+        let o = &self.outbound;
+        let seconds =
+            |s: u64| chrono::TimeDelta::seconds(i64::try_from(s).unwrap_or(i64::MAX / 1_000_000));
+        let schedule: Vec<chrono::TimeDelta> = o
+            .retry_schedule_seconds
+            .iter()
+            .copied()
+            .map(seconds)
+            .collect();
+        let mut retry = wedsync_core::retry::RetryPolicy::webhook_default();
+        retry.max_attempts = u32::try_from(schedule.len()).unwrap_or(50) + 1;
+        retry.backoff = wedsync_core::retry::Backoff::Schedule(schedule);
+        retry.jitter = o.jitter;
+        wedsync_delivery::worker::DeliveryPolicy {
+            retry,
+            disable_after: chrono::TimeDelta::days(i64::from(o.disable_after_days)),
+            breaker: wedsync_core::breaker::BreakerPolicy {
+                failure_threshold: o.breaker_failures,
+                cool_down: chrono::TimeDelta::seconds(i64::from(o.breaker_cool_down_seconds)),
+                ..Default::default()
+            },
+            per_endpoint_concurrency: o.per_endpoint_concurrency as usize,
+        }
+    }
+
+    /// The SSRF guard's allow-list (validated by [`Settings::load`]).
+    pub fn ssrf_policy(&self) -> wedsync_delivery::ssrf::SsrfPolicy {
+        wedsync_delivery::ssrf::SsrfPolicy {
+            allow: self
+                .outbound
+                .allow_subnets
+                .iter()
+                .filter_map(|s| {
+                    s.parse::<ipnet::IpNet>()
+                        .ok()
+                        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+                })
+                .collect(),
+        }
+    }
+
     /// The listen address (validated by [`Settings::load`]).
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
@@ -401,6 +533,9 @@ impl Settings {
                 keep_inbound: Some(chrono::TimeDelta::days(i64::from(
                     self.inbound.retention_days.max(1),
                 ))),
+                keep_outbound: Some(chrono::TimeDelta::days(i64::from(
+                    self.outbound.retention_days.max(1),
+                ))),
             }),
             ..Default::default()
         }
@@ -428,6 +563,7 @@ impl Settings {
             "rules": self.rules,
             "queue": self.queue,
             "inbound": self.inbound,
+            "outbound": self.outbound,
             "secrets": { "master_key": self.secrets.master_key.as_ref().map(|_| "***") },
         })
     }

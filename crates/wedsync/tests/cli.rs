@@ -496,7 +496,7 @@ async fn secrets_stay_out_of_logs_and_responses() {
     let client = reqwest::Client::new();
     let mut responses = String::new();
     let stripe_secret = "whsec_operator_supplied_stripe_secret";
-    let mut post = async |path: &str, key: &str, body: Value| -> Value {
+    let post = async |path: &str, key: &str, body: Value| -> Value {
         let resp = client
             .post(format!("{base}{path}"))
             .bearer_auth(key)

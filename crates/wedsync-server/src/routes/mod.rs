@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod bookings;
 pub mod couples;
+pub mod endpoints;
 pub mod events;
 pub mod inbound;
 pub mod jobs;
@@ -40,6 +41,7 @@ use crate::error::ApiError;
         (name = "sources", description = "Inbound webhook sources and their signing secrets"),
         (name = "events", description = "Canonical events received from sources (CloudEvents 1.0)"),
         (name = "jobs", description = "Durable work: jobs, retries, dead letters and circuit breakers"),
+        (name = "endpoints", description = "Outbound webhooks (Standard Webhooks): endpoints, messages, deliveries and attempts"),
     )
 )]
 struct ApiDoc;
@@ -74,6 +76,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(jobs::router())
         .merge(sources::router())
         .merge(events::router())
+        .merge(endpoints::router())
 }
 
 /// Paging parameters every list takes.

@@ -5,6 +5,7 @@
 mod access;
 mod bookings;
 mod couples;
+mod endpoints;
 mod errors;
 mod inbound;
 mod isolation;
