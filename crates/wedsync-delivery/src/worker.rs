@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::Semaphore;
-use wedsync_core::breaker::{Admission, BreakerPolicy};
+use wedsync_core::breaker::{Admission, BreakerPolicy, BreakerState};
 use wedsync_core::ratelimit::Rate;
 use wedsync_core::retry::{Decision, Failure, RetryPolicy};
 use wedsync_store::Store;
+use wedsync_store::group_commit::GroupCommit;
 use wedsync_store::queue::Job;
-use wedsync_store::webhooks::{DeliveryWork, Next};
+use wedsync_store::webhooks::{DeliveryWork, Next, Recording};
 use wedsync_store::worker::{JobError, JobHandler};
 
 use crate::sender::{Outcome, Sender};
@@ -104,25 +105,54 @@ fn transient(e: impl std::fmt::Display) -> JobError {
     JobError::transient(e.to_string())
 }
 
-/// The handler for `webhook.deliver` jobs.
+struct Shared {
+    store: Store,
+    sender: Sender,
+    policy: DeliveryPolicy,
+    slots: Slots,
+    /// Attempts are recorded by group commit: concurrent workers share transactions.
+    recorder: GroupCommit<Recording, bool>,
+}
+
+/// The handler for `webhook.deliver` jobs. Call it inside the Tokio runtime: it starts the
+/// tasks that record attempts.
 pub fn deliver_handler(store: Store, sender: Sender, policy: DeliveryPolicy) -> impl JobHandler {
-    let shared = Arc::new((store, sender, policy, Slots::default()));
+    let committers = if store.backend() == wedsync_store::Backend::Postgres {
+        4
+    } else {
+        1
+    };
+    let recording = store.clone();
+    let recorder = GroupCommit::spawn(committers, 256, "webhook_attempts", move |batch| {
+        let store = recording.clone();
+        async move {
+            store
+                .record_attempts(batch)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
+    let shared = Arc::new(Shared {
+        store,
+        sender,
+        policy,
+        slots: Slots::default(),
+        recorder,
+    });
     move |job: Job| {
         let shared = shared.clone();
-        async move {
-            let (store, sender, policy, slots) = &*shared;
-            attempt(store, sender, policy, slots, job).await
-        }
+        async move { attempt(&shared, job).await }
     }
 }
 
-async fn attempt(
-    store: &Store,
-    sender: &Sender,
-    policy: &DeliveryPolicy,
-    slots: &Slots,
-    job: Job,
-) -> Result<(), JobError> {
+async fn attempt(shared: &Shared, job: Job) -> Result<(), JobError> {
+    let Shared {
+        store,
+        sender,
+        policy,
+        slots,
+        recorder,
+    } = shared;
     let p = &job.payload;
     let (Some(delivery), Some(generation), Some(number)) = (
         p.get("delivery_id").and_then(|v| v.as_str()),
@@ -167,7 +197,7 @@ async fn attempt(
             });
         }
     }
-    let Some(_slot) = slots.take(&work.endpoint_id, policy.per_endpoint_concurrency) else {
+    let Some(slot) = slots.take(&work.endpoint_id, policy.per_endpoint_concurrency) else {
         return Err(JobError::Deferred {
             until: now + TimeDelta::milliseconds(200),
             reason: format!(
@@ -177,10 +207,19 @@ async fn attempt(
         });
     };
     let target = format!("endpoint:{}", work.endpoint_id);
-    if let Admission::Defer { until } = store
-        .breaker_admit(&work.org_id, &target, &policy.breaker)
-        .await
-        .map_err(transient)?
+    // A closed breaker (read with the delivery) admits at once; any other state goes through
+    // the store, which claims the half-open probe in a transaction.
+    let clean = matches!(
+        work.breaker,
+        None | Some(BreakerState::Closed {
+            consecutive_failures: 0
+        })
+    );
+    if !matches!(work.breaker, None | Some(BreakerState::Closed { .. }))
+        && let Admission::Defer { until } = store
+            .breaker_admit(&work.org_id, &target, &policy.breaker)
+            .await
+            .map_err(transient)?
     {
         return Err(JobError::Deferred {
             until,
@@ -188,13 +227,17 @@ async fn attempt(
         });
     }
     let outcome = sender.send(&work, now).await;
+    // The endpoint's slot limits requests in flight to it, not our own bookkeeping: free it
+    // before waiting for the attempt's record to commit.
+    drop(slot);
     let after = store.clock().now();
     let next = if outcome.record.success {
         Next::Succeeded
     } else {
         after_failure(policy, &work, &outcome, after, rand::random::<f64>())
     };
-    if outcome.record.success || outcome.unhealthy {
+    // A success on a breaker with nothing to forget changes nothing, so it is not written.
+    if (outcome.record.success && !clean) || (!outcome.record.success && outcome.unhealthy) {
         store
             .breaker_record(
                 &work.org_id,
@@ -219,9 +262,14 @@ async fn attempt(
     if let Next::DisableEndpoint(reason) = &next {
         tracing::warn!(endpoint = %work.endpoint_id, reason, "disabling endpoint");
     }
-    store
-        .record_attempt(&work, outcome.record, next, manual)
+    recorder
+        .submit(Recording {
+            work,
+            record: outcome.record,
+            next,
+            manual,
+        })
         .await
-        .map_err(transient)?;
+        .map_err(JobError::transient)?;
     Ok(())
 }

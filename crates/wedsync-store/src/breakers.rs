@@ -24,7 +24,7 @@ pub struct Breaker {
     pub updated_at: DateTime<Utc>,
 }
 
-fn row_state(r: &sea_orm::QueryResult) -> StoreResult<BreakerState> {
+pub(crate) fn row_state(r: &sea_orm::QueryResult) -> StoreResult<BreakerState> {
     let state: String = r.try_get("", "state")?;
     let at = |col: &str| -> StoreResult<DateTime<Utc>> {
         r.try_get::<Option<i64>>("", col)?

@@ -28,6 +28,7 @@ pub mod breakers;
 pub mod couples;
 pub mod entity;
 mod error;
+pub mod group_commit;
 pub mod inbound;
 pub mod members;
 pub mod migration;

@@ -259,17 +259,27 @@ impl WorkerPool {
             notified.as_mut().enable();
 
             let mut full_batch = false;
+            // Whether every kind is either at its concurrency or got all it asked for: then
+            // there is nothing to learn from `next_due`, and finishing jobs wake the loop.
+            let mut saturated = true;
             if !stopping {
                 for (name, kind) in &self.kinds {
                     let busy = running.values().filter(|r| &r.kind == name).count() as u32;
                     let room = kind.concurrency.saturating_sub(busy).min(cfg.batch_size);
-                    if room == 0 {
+                    // Claim in chunks: while a kind is busy, wait until a quarter of its
+                    // slots are free rather than claiming one job per finished job, so a
+                    // busy pool spends one claim query per chunk of work, not per job.
+                    let chunk = (kind.concurrency.min(cfg.batch_size) / 4).max(1);
+                    if room == 0 || (busy > 0 && room < chunk) {
                         continue;
                     }
                     match store.claim(&cfg.worker_id, name, room, cfg.lease).await {
                         Ok(jobs) => {
                             if jobs.len() as u32 == room && room == cfg.batch_size {
                                 full_batch = true;
+                            }
+                            if (jobs.len() as u32) < room {
+                                saturated = false;
                             }
                             if !jobs.is_empty() {
                                 metrics::counter!("wedsync_job_claims_total", "kind" => name.clone()).increment(jobs.len() as u64);
@@ -304,6 +314,8 @@ impl WorkerPool {
 
             let wait = if full_batch {
                 Duration::ZERO
+            } else if saturated && !running.is_empty() {
+                cfg.idle_poll
             } else {
                 match store.next_due(&kinds).await {
                     Ok(Some(due)) => {

@@ -12,7 +12,8 @@ use wedsync_store::{Actor, Store, StoreError};
 
 use crate::config::Settings;
 use crate::{
-    ApiKeyCommand, AuditCommand, Command, ConfigCommand, JobsCommand, OrgCommand, SourceCommand,
+    ApiKeyCommand, AuditCommand, Command, ConfigCommand, EndpointCommand, JobsCommand, OrgCommand,
+    SourceCommand,
 };
 
 /// Sets up structured logs on stderr, as text or JSON.
@@ -234,6 +235,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         }
         Command::Jobs(command) => jobs(&settings, command).await,
         Command::Source(command) => sources(&settings, command).await,
+        Command::Endpoint(command) => endpoints(&settings, command).await,
         Command::Config(ConfigCommand::Check(out)) => {
             let value = settings.redacted();
             if out.json {
@@ -245,6 +247,174 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn print_endpoint(e: &wedsync_store::webhooks::Endpoint) {
+    let state = if e.enabled {
+        "enabled".to_owned()
+    } else {
+        format!(
+            "disabled ({})",
+            e.disabled_reason.as_deref().unwrap_or("no reason")
+        )
+    };
+    let types = if e.event_types.is_empty() {
+        "*".to_owned()
+    } else {
+        e.event_types.join(",")
+    };
+    println!("{}  {}  {}  {}", e.id, state, types, e.url);
+}
+
+async fn set_enabled(
+    store: &wedsync_store::Store,
+    org: &str,
+    id: &str,
+    enabled: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let org = parse_org(org)?;
+    let id: wedsync_core::id::EndpointId = id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("endpoint id: {e}"))?;
+    let patch = wedsync_store::webhooks::EndpointPatch {
+        enabled: Some(enabled),
+        ..Default::default()
+    };
+    let endpoint = match store.update_endpoint(&org, &id, patch, &operator()).await {
+        Err(StoreError::NotFound) => anyhow::bail!("no endpoint {id} in organisation {org}"),
+        other => other?,
+    };
+    if json {
+        print_json(&serde_json::to_value(&endpoint)?);
+    } else {
+        print_endpoint(&endpoint);
+    }
+    Ok(())
+}
+
+async fn endpoints(settings: &Settings, command: EndpointCommand) -> anyhow::Result<ExitCode> {
+    use wedsync_store::webhooks::EndpointInput;
+    let store = open_current(settings).await?;
+    let endpoint_id = |raw: &str| -> anyhow::Result<wedsync_core::id::EndpointId> {
+        raw.parse().map_err(|e| anyhow::anyhow!("endpoint id: {e}"))
+    };
+    let explain = |e: StoreError, org: &wedsync_core::id::OrgId| match e {
+        StoreError::NotFound => anyhow::anyhow!("no such endpoint in organisation {org}"),
+        other => anyhow::anyhow!("{other}"),
+    };
+    match command {
+        EndpointCommand::Create {
+            org,
+            url,
+            event_types,
+            description,
+            rate_limit,
+            timeout_ms,
+            out,
+        } => {
+            let org = parse_org(&org)?;
+            store
+                .get_org(&org)
+                .await
+                .map_err(|_| anyhow::anyhow!("no organisation {org}"))?;
+            let input = EndpointInput {
+                url,
+                description,
+                event_types,
+                rate_limit_per_second: rate_limit,
+                timeout_ms,
+                ..Default::default()
+            };
+            let (endpoint, secret) = store
+                .create_endpoint(&org, input, &operator())
+                .await
+                .map_err(|e| explain(e, &org))?;
+            if out.json {
+                print_json(&serde_json::json!({ "endpoint": endpoint, "secret": secret }));
+            } else {
+                print_endpoint(&endpoint);
+                println!("{secret}");
+                println!("this signing secret is shown once: give it to the receiver now");
+            }
+        }
+        EndpointCommand::List { org, out } => {
+            let org = parse_org(&org)?;
+            let mut all = Vec::new();
+            let mut page = wedsync_store::page::PageRequest {
+                limit: Some(100),
+                after: None,
+            };
+            loop {
+                let found = store.list_endpoints(&org, &page).await?;
+                all.extend(found.data);
+                match found.next_cursor {
+                    Some(c) => page.after = Some(c),
+                    None => break,
+                }
+            }
+            if out.json {
+                print_json(&serde_json::to_value(&all)?);
+            } else {
+                all.iter().for_each(print_endpoint);
+            }
+        }
+        EndpointCommand::Enable {
+            org,
+            endpoint_id: id,
+            out,
+        } => set_enabled(&store, &org, &id, true, out.json).await?,
+        EndpointCommand::Disable {
+            org,
+            endpoint_id: id,
+            out,
+        } => set_enabled(&store, &org, &id, false, out.json).await?,
+        EndpointCommand::Rotate {
+            org,
+            endpoint_id: id,
+            out,
+        } => {
+            let org = parse_org(&org)?;
+            let id = endpoint_id(&id)?;
+            let grace = chrono::TimeDelta::hours(i64::from(settings.outbound.rotation_grace_hours));
+            let (endpoint, secret) = store
+                .rotate_endpoint_secret(&org, &id, None, grace, &operator())
+                .await
+                .map_err(|e| explain(e, &org))?;
+            if out.json {
+                print_json(&serde_json::json!({ "endpoint": endpoint, "secret": secret }));
+            } else {
+                println!(
+                    "rotated the secret of {}; the previous one signs beside it until {}",
+                    endpoint.id,
+                    endpoint
+                        .previous_secret_expires_at
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default()
+                );
+                println!("{secret}");
+            }
+        }
+        EndpointCommand::Recover {
+            org,
+            endpoint_id: id,
+            since,
+            out,
+        } => {
+            let org = parse_org(&org)?;
+            let id = endpoint_id(&id)?;
+            let resent = store
+                .recover(&org, &id, since, &operator())
+                .await
+                .map_err(|e| explain(e, &org))?;
+            if out.json {
+                print_json(&serde_json::json!({ "resent": resent }));
+            } else {
+                println!("{resent} failed deliveries to {id} are on their way again");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn sources(settings: &Settings, command: SourceCommand) -> anyhow::Result<ExitCode> {

@@ -53,6 +53,87 @@ enum Command {
     /// Manage inbound webhook sources.
     #[command(subcommand)]
     Source(SourceCommand),
+    /// Manage outbound webhook endpoints.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum EndpointCommand {
+    /// Create an endpoint; its signing secret is printed once.
+    Create {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// Where deliveries are POSTed (http or https)
+        #[arg(long)]
+        url: String,
+        /// An event type to receive, exact or ending in `.*` (repeatable); none receives all
+        #[arg(long = "event-type")]
+        event_types: Vec<String>,
+        /// A description
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Deliveries a second at most
+        #[arg(long)]
+        rate_limit: Option<u32>,
+        /// Per-attempt timeout in milliseconds (1000 to 30000)
+        #[arg(long)]
+        timeout_ms: Option<u32>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List an organisation's endpoints (never their secrets).
+    List {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Enable an endpoint (clearing its failure history).
+    Enable {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// The endpoint (ep_…)
+        endpoint_id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Disable an endpoint; its messages are kept as failed until recovered.
+    Disable {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// The endpoint (ep_…)
+        endpoint_id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Replace an endpoint's secret; the old one keeps signing beside it for the grace period.
+    Rotate {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// The endpoint (ep_…)
+        endpoint_id: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Resend every failed delivery to an endpoint since a time (RFC 3339).
+    Recover {
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// The endpoint (ep_…)
+        endpoint_id: String,
+        /// e.g. 2026-06-13T00:00:00Z
+        #[arg(long)]
+        since: chrono::DateTime<chrono::Utc>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -88,6 +88,8 @@ fn every_subcommand_has_help() {
         vec!["api-key", "revoke", "--help"],
         vec!["audit", "verify", "--help"],
         vec!["config", "check", "--help"],
+        vec!["endpoint", "create", "--help"],
+        vec!["endpoint", "recover", "--help"],
     ] {
         let out = Command::new(BIN).args(&args).output().expect("run");
         assert!(out.status.success(), "{args:?}");
@@ -644,4 +646,71 @@ async fn secrets_stay_out_of_logs_and_responses() {
             &responses[at.saturating_sub(200)..(at + 60).min(responses.len())]
         );
     }
+}
+
+#[tokio::test]
+async fn endpoints_are_managed_from_the_cli() {
+    let e = env().await;
+    assert!(e.run(&["migrate"]).status.success());
+    let org = e.json(&[
+        "org",
+        "create",
+        "--name",
+        "Lens & Lace",
+        "--time-zone",
+        "Europe/London",
+        "--country",
+        "GB",
+        "--currency",
+        "GBP",
+        "--json",
+    ]);
+    let org_id = org["id"].as_str().expect("id").to_owned();
+    let created = e.json(&[
+        "endpoint",
+        "create",
+        "--org",
+        &org_id,
+        "--url",
+        "https://hooks.example.com/wedsync",
+        "--event-type",
+        "booking.*",
+        "--json",
+    ]);
+    let secret = created["secret"].as_str().expect("secret").to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let id = created["endpoint"]["id"].as_str().expect("id").to_owned();
+    let listed = e.json(&["endpoint", "list", "--org", &org_id, "--json"]);
+    assert_eq!(listed[0]["event_types"], serde_json::json!(["booking.*"]));
+    assert!(!listed.to_string().contains(&secret[6..]));
+    let disabled = e.json(&["endpoint", "disable", "--org", &org_id, &id, "--json"]);
+    assert_eq!(disabled["enabled"], false);
+    let out = e.run(&[
+        "endpoint",
+        "recover",
+        "--org",
+        &org_id,
+        &id,
+        "--since",
+        "2026-01-01T00:00:00Z",
+    ]);
+    assert!(!out.status.success(), "a disabled endpoint cannot recover");
+    assert!(stderr(&out).contains("enable it first"), "{}", stderr(&out));
+    e.json(&["endpoint", "enable", "--org", &org_id, &id, "--json"]);
+    let recovered = e.json(&[
+        "endpoint",
+        "recover",
+        "--org",
+        &org_id,
+        &id,
+        "--since",
+        "2026-01-01T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(recovered["resent"], 0);
+    let rotated = e.json(&["endpoint", "rotate", "--org", &org_id, &id, "--json"]);
+    assert_ne!(rotated["secret"], created["secret"]);
+    let bad = e.run(&["endpoint", "create", "--org", &org_id, "--url", "ftp://x"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("url"), "{}", stderr(&bad));
 }

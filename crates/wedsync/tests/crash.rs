@@ -492,7 +492,10 @@ async fn a_killed_node_delivers_every_webhook_after_restart() {
             "every request verifies"
         );
         // A repeat is the same message: same id, same body.
-        assert_eq!(bodies.entry(id.clone()).or_insert_with(|| body.clone()), body);
+        assert_eq!(
+            bodies.entry(id.clone()).or_insert_with(|| body.clone()),
+            body
+        );
     }
     eprintln!(
         "{} requests for {} messages ({} repeats after the kill)",
