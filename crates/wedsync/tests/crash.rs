@@ -335,6 +335,9 @@ async fn a_killed_node_loses_no_acknowledged_webhook() {
     assert!(second.wait().expect("wait").success());
 }
 
+/// What the receiver saw of one request: webhook-id, timestamp, signature, body.
+type Request = (String, String, String, Vec<u8>);
+
 /// Kill -9 of the node while it delivers webhooks: after a restart every message reaches
 /// the receiver at least once, every request verifies with the reference Standard Webhooks
 /// library, and a repeat carries the same `webhook-id`.
@@ -361,7 +364,7 @@ async fn a_killed_node_delivers_every_webhook_after_restart() {
 
     // The receiver: records each request, answers after a short pause so that attempts are
     // in flight when the node dies.
-    let got: Arc<std::sync::Mutex<Vec<(String, String, String, Vec<u8>)>>> = Arc::default();
+    let got: Arc<std::sync::Mutex<Vec<Request>>> = Arc::default();
     let g = got.clone();
     let app = axum::Router::new().fallback(
         move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
