@@ -100,6 +100,7 @@ async fn baseline(url: &str, n: usize) -> anyhow::Result<f64> {
         keys: vec![vec![7u8; 32]],
         headers: Default::default(),
         failing_since: None,
+        last_success_at: None,
         breaker: None,
     };
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));

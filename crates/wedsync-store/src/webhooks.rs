@@ -510,6 +510,8 @@ pub struct DeliveryWork {
     pub headers: BTreeMap<String, String>,
     /// The endpoint's first failure since its last success.
     pub failing_since: Option<DateTime<Utc>>,
+    /// The endpoint's last success.
+    pub last_success_at: Option<DateTime<Utc>>,
     /// Its circuit breaker (`endpoint:<id>`) as read with the rest; `None` when it has never
     /// failed. Saves the worker a query per attempt while the breaker is closed.
     pub breaker: Option<wedsync_core::breaker::BreakerState>,
@@ -1571,7 +1573,7 @@ impl Store {
                 "SELECT d.id, d.org_id, d.message_id, d.endpoint_id, d.status, d.generation, d.attempts, \
                  d.round_attempts, d.round_started_at, m.payload, m.priority, e.url, e.enabled, e.timeout_ms, \
                  e.rate_limit_per_second, e.secret_sealed, e.previous_secret_sealed, \
-                 e.previous_secret_expires_at, e.headers_sealed, e.failing_since, \
+                 e.previous_secret_expires_at, e.headers_sealed, e.failing_since, e.last_success_at, \
                  b.state, b.consecutive_failures, b.opened_at, b.probe_at, b.probe_started_at \
                  FROM deliveries d JOIN messages m ON m.id = d.message_id \
                  JOIN endpoints e ON e.id = d.endpoint_id \
@@ -1625,6 +1627,7 @@ impl Store {
             keys,
             headers,
             failing_since: opt_time(&r, "failing_since")?,
+            last_success_at: opt_time(&r, "last_success_at")?,
             breaker: match r.try_get::<Option<String>>("", "state")? {
                 Some(_) => Some(crate::breakers::row_state(&r)?),
                 None => None,
@@ -1765,9 +1768,12 @@ impl Store {
             ],
         ))
         .await?;
-        if record.success {
-            // Only a write when the endpoint's health changes (or once a minute for
-            // `last_success_at`), so a healthy endpoint costs no extra row lock per delivery.
+        // The endpoint's health is written only when it changes (or once a minute for
+        // `last_success_at`), so a healthy endpoint costs no statement per delivery.
+        let fresh = work
+            .last_success_at
+            .is_some_and(|t| now - t < TimeDelta::minutes(1));
+        if record.success && (work.failing_since.is_some() || !fresh) {
             tx.execute_raw(stmt(
                 backend,
                 "UPDATE endpoints SET failing_since = NULL, last_success_at = $1 WHERE id = $2 AND \
@@ -1779,7 +1785,7 @@ impl Store {
                 ],
             ))
             .await?;
-        } else {
+        } else if !record.success && work.failing_since.is_none() {
             tx.execute_raw(stmt(
                 backend,
                 "UPDATE endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
