@@ -49,7 +49,7 @@ route_concurrency = 16
 retention_days = 30
 
 [outbound]
-concurrency = 64
+concurrency = 256
 per_endpoint_concurrency = 8
 retry_schedule_seconds = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
 jitter = 0.2
