@@ -456,54 +456,15 @@ impl Store {
     /// an event after its request was pruned is taken as new. A request with an event not yet
     /// routed is kept whatever its age, so pruning can never lose work.
     pub async fn prune_inbound(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        const CHUNK: i64 = 1_000;
-        let cutoff = to_micros(before);
-        let backend = self.backend();
-        // In chunks, each its own short transaction, so a large backlog never holds the write
-        // lock for long.
-        let doomed = "SELECT r.id FROM inbound_requests r WHERE r.received_at < $1 \
-                      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.routed_at IS NULL) \
-                      ORDER BY r.received_at LIMIT $2";
-        let mut total = 0;
-        loop {
-            let tx = self.write_tx().await?;
-            let ids: Vec<String> = tx
-                .query_all_raw(Statement::from_sql_and_values(
-                    backend,
-                    doomed,
-                    vec![cutoff.into(), CHUNK.into()],
-                ))
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String>("", "id"))
-                .collect::<Result<_, _>>()?;
-            if ids.is_empty() {
-                return Ok(total);
-            }
-            let marks = (1..=ids.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let values: Vec<Value> = ids.iter().map(|id| Value::from(id.as_str())).collect();
-            tx.execute_raw(Statement::from_sql_and_values(
-                backend,
-                format!("DELETE FROM events WHERE request_id IN ({marks})"),
-                values.clone(),
-            ))
-            .await?;
-            total += tx
-                .execute_raw(Statement::from_sql_and_values(
-                    backend,
-                    format!("DELETE FROM inbound_requests WHERE id IN ({marks})"),
-                    values,
-                ))
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            if ids.len() < CHUNK as usize {
-                return Ok(total);
-            }
-        }
+        self.prune_in_chunks(
+            "SELECT r.id FROM inbound_requests r WHERE r.received_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM events e WHERE e.request_id = r.id AND e.routed_at IS NULL) \
+             ORDER BY r.received_at LIMIT $2",
+            to_micros(before),
+            &[("events", "request_id")],
+            "inbound_requests",
+        )
+        .await
     }
 
     /// Routes an event: fans it out to the organisation's webhook endpoints and records it as

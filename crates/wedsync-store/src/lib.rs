@@ -344,3 +344,66 @@ pub(crate) fn is_fk_violation(err: &sea_orm::DbErr) -> bool {
 
 #[cfg(feature = "testing")]
 pub mod testing;
+
+impl Store {
+    /// Deletes rows in chunks of 1,000, each chunk its own short transaction so a large
+    /// backlog never holds the write lock for long. `select` takes the cutoff as `$1` and the
+    /// chunk size as `$2` and returns the `id`s of the parent rows to delete; for each chunk,
+    /// `children` (table, column) are deleted first where the column is one of those ids,
+    /// then the parents from `parent`. Returns how many parents went.
+    pub(crate) async fn prune_in_chunks(
+        &self,
+        select: &str,
+        cutoff: i64,
+        children: &[(&str, &str)],
+        parent: &str,
+    ) -> StoreResult<u64> {
+        const CHUNK: i64 = 1_000;
+        let backend = self.backend();
+        let mut total = 0;
+        loop {
+            let tx = self.write_tx().await?;
+            let ids: Vec<String> = tx
+                .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                    backend,
+                    select,
+                    vec![cutoff.into(), CHUNK.into()],
+                ))
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String>("", "id"))
+                .collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                return Ok(total);
+            }
+            let marks = (1..=ids.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let values: Vec<sea_orm::Value> = ids
+                .iter()
+                .map(|id| sea_orm::Value::from(id.as_str()))
+                .collect();
+            for (table, column) in children {
+                tx.execute_raw(sea_orm::Statement::from_sql_and_values(
+                    backend,
+                    format!("DELETE FROM {table} WHERE {column} IN ({marks})"),
+                    values.clone(),
+                ))
+                .await?;
+            }
+            total += tx
+                .execute_raw(sea_orm::Statement::from_sql_and_values(
+                    backend,
+                    format!("DELETE FROM {parent} WHERE id IN ({marks})"),
+                    values,
+                ))
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            if ids.len() < CHUNK as usize {
+                return Ok(total);
+            }
+        }
+    }
+}

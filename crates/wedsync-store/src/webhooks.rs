@@ -1871,51 +1871,17 @@ impl Store {
     /// Deletes messages created before `before` whose deliveries are all finished, with their
     /// deliveries and attempts. Returns how many messages went.
     pub async fn prune_outbound(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        const CHUNK: i64 = 1_000;
-        let backend = self.backend();
-        let mut total = 0;
-        loop {
-            let tx = self.write_tx().await?;
-            let ids: Vec<String> = tx
-                .query_all_raw(stmt(
-                    backend,
-                    "SELECT m.id FROM messages m WHERE m.created_at < $1 AND NOT EXISTS \
-                     (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.status = 'pending') \
-                     ORDER BY m.id LIMIT $2",
-                    vec![to_micros(before).into(), CHUNK.into()],
-                ))
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String>("", "id"))
-                .collect::<Result<_, _>>()?;
-            if ids.is_empty() {
-                return Ok(total);
-            }
-            let marks = (1..=ids.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let values: Vec<Value> = ids.iter().map(|id| Value::from(id.as_str())).collect();
-            for table in ["delivery_attempts", "deliveries"] {
-                tx.execute_raw(stmt(
-                    backend,
-                    &format!("DELETE FROM {table} WHERE message_id IN ({marks})"),
-                    values.clone(),
-                ))
-                .await?;
-            }
-            total += tx
-                .execute_raw(stmt(
-                    backend,
-                    &format!("DELETE FROM messages WHERE id IN ({marks})"),
-                    values,
-                ))
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            if ids.len() < CHUNK as usize {
-                return Ok(total);
-            }
-        }
+        self.prune_in_chunks(
+            "SELECT m.id FROM messages m WHERE m.created_at < $1 AND NOT EXISTS \
+             (SELECT 1 FROM deliveries d WHERE d.message_id = m.id AND d.status = 'pending') \
+             ORDER BY m.id LIMIT $2",
+            to_micros(before),
+            &[
+                ("delivery_attempts", "message_id"),
+                ("deliveries", "message_id"),
+            ],
+            "messages",
+        )
+        .await
     }
 }

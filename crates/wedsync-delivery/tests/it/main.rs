@@ -1011,3 +1011,40 @@ async fn endpoint_settings_are_checked_and_secrets_never_shown() {
     .expect("json");
     assert!(!audit.contains(&secret[6..]) && !audit.contains("s3cr3t-token"));
 }
+
+#[tokio::test]
+async fn finished_messages_are_pruned_after_retention_but_pending_ones_never() {
+    let policy = DeliveryPolicy {
+        breaker: BreakerPolicy {
+            failure_threshold: 1000,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let c = ctx_with(Utc::now(), policy, loopback_allowed()).await;
+    let (ok, ok_addr) = Receiver::start().await;
+    let (down, down_addr) = Receiver::start().await;
+    down.answer(Reply::status(503));
+    c.endpoint(ok_addr, &["invoice.sent"]).await;
+    c.endpoint(down_addr, &["invoice.failing"]).await;
+    let done = c.message("invoice.sent", json!({})).await;
+    let pending = c.message("invoice.failing", json!({})).await;
+    c.drain().await;
+    assert_eq!(ok.count(), 1);
+    assert_eq!(c.delivery(&pending).await.status, "pending");
+    c.clock.advance(TimeDelta::days(31));
+    let pruned = c
+        .store
+        .prune_outbound(c.now() - TimeDelta::days(30))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, 1);
+    assert!(matches!(
+        c.store.get_message(&c.org, &done).await,
+        Err(StoreError::NotFound)
+    ));
+    c.store
+        .get_message(&c.org, &pending)
+        .await
+        .expect("a pending delivery keeps its message");
+}
