@@ -20,7 +20,12 @@ async fn migrating_twice_is_a_no_op() {
     ));
     assert_eq!(
         store.migrate().await.expect("migrate"),
-        ["m0001_foundation", "m0002_durable_work", "m0003_inbound"]
+        [
+            "m0001_foundation",
+            "m0002_durable_work",
+            "m0003_inbound",
+            "m0004_outbound"
+        ]
     );
     assert!(store.migrate().await.expect("again").is_empty());
     assert_eq!(
