@@ -14,8 +14,9 @@
 //!    to exactly those addresses, so a name that resolves differently on a
 //!    second lookup (DNS rebinding) cannot slip a private address in between
 //!    the check and the connect.
-//! 3. [`redirect_policy`]: every redirect target is run through `check_url`
-//!    (named targets go through the resolver again), and the chain is capped.
+//! 3. [`redirect_policy`]: every redirect target is run through `check_url`,
+//!    must stay on the first request's host (so the endpoint's own headers never
+//!    follow a redirect elsewhere), and the chain is capped.
 //! 4. [`client`]: builds the reqwest client with the resolver, the redirect
 //!    policy, no proxies (an environment proxy would resolve and connect on
 //!    our behalf, bypassing the resolver), no `Referer` header, and connect
@@ -70,6 +71,9 @@ pub enum Category {
     NoAddress,
     /// The redirect chain is longer than the configured maximum.
     TooManyRedirects,
+    /// A redirect leads to another host than the request's. Not followed, so headers meant
+    /// for the endpoint (its custom `Authorization`, say) never reach anyone else.
+    CrossHost,
 }
 
 impl fmt::Display for Category {
@@ -87,6 +91,7 @@ impl fmt::Display for Category {
             Self::MissingHost => "has no host",
             Self::NoAddress => "resolved to no address",
             Self::TooManyRedirects => "exceeds the redirect limit",
+            Self::CrossHost => "is on another host than the request (not followed)",
         })
     }
 }
@@ -461,10 +466,22 @@ pub fn redirect_policy(policy: SsrfPolicy, max: usize) -> redirect::Policy {
             );
             return attempt.error(refusal);
         }
-        match policy.check_url(attempt.url()) {
-            Ok(()) => attempt.follow(),
-            Err(refusal) => attempt.error(refusal),
+        if let Err(refusal) = policy.check_url(attempt.url()) {
+            return attempt.error(refusal);
         }
+        // reqwest strips only its own sensitive headers on a cross-host redirect; ours (the
+        // endpoint's custom headers) would follow, so the chain stays on the first host.
+        let first_host = attempt
+            .previous()
+            .first()
+            .and_then(|u| u.host_str())
+            .map(str::to_ascii_lowercase);
+        let host = attempt.url().host_str().map(str::to_ascii_lowercase);
+        if first_host != host {
+            let refusal = Refusal::new(Category::CrossHost, Subject::Url(attempt.url().clone()));
+            return attempt.error(refusal);
+        }
+        attempt.follow()
     })
 }
 
@@ -1154,18 +1171,18 @@ mod tests {
                 "{path}"
             );
         }
-        // A named target is caught by the resolver when it is connected to.
+        // A named target on another host is not followed at all (the resolver would also
+        // refuse it: `name_resolving_to_private_space_is_refused`).
         let err = send_err(&client, server.url("/to-evil-name")).await;
         let refusal = refusal_of(&err).expect("a refusal");
-        assert_eq!(refusal.category(), Category::Private);
-        assert_eq!(refusal.ip_addr(), Some(ip("10.0.0.7")));
+        assert_eq!(refusal.category(), Category::CrossHost);
     }
 
     #[tokio::test]
     async fn allowed_redirects_are_followed() {
         let server = serve(ok_route).await;
         let client = guarded(loopback_allowed());
-        for path in ["/to-self", "/to-self-absolute", "/to-good-name"] {
+        for path in ["/to-self", "/to-self-absolute"] {
             let response = client
                 .get(server.url(path))
                 .expect("allowed")
@@ -1175,6 +1192,12 @@ mod tests {
             assert_eq!(response.status(), 200, "{path}");
             assert_eq!(response.url().path(), "/ok", "{path}");
         }
+        // Allowed space, but another host: not followed, so the endpoint's headers stay home.
+        let err = send_err(&client, server.url("/to-good-name")).await;
+        assert_eq!(
+            refusal_of(&err).map(Refusal::category),
+            Some(Category::CrossHost)
+        );
     }
 
     #[tokio::test]

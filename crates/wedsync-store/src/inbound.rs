@@ -468,9 +468,15 @@ impl Store {
     }
 
     /// Routes an event: fans it out to the organisation's webhook endpoints and records it as
-    /// routed, in one transaction. Running it again changes nothing (one message per event);
-    /// an event pruned meanwhile is nothing to do.
-    pub async fn route_event(&self, event_id: &str, priority: i32) -> StoreResult<()> {
+    /// routed, in one transaction. Running it again changes nothing (one message per event)
+    /// unless `replay`, which sends the event's message again to every matching endpoint; an
+    /// event pruned meanwhile is nothing to do.
+    pub async fn route_event(
+        &self,
+        event_id: &str,
+        priority: i32,
+        replay: bool,
+    ) -> StoreResult<()> {
         let now = self.clock().now();
         let tx = self.write_tx().await?;
         let Some(r) = tx
@@ -502,6 +508,7 @@ impl Store {
                 subject: subject.as_deref(),
                 data: &data,
                 priority,
+                replay,
             },
         )
         .await?;
@@ -545,8 +552,13 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
                     "payload has no event_id".into(),
                 ));
             };
+            let replay = job
+                .payload
+                .get("replay")
+                .and_then(serde_json::Value::as_bool)
+                == Some(true);
             store
-                .route_event(&event_id, job.priority)
+                .route_event(&event_id, job.priority, replay)
                 .await
                 .map_err(|e| crate::worker::JobError::transient(e.to_string()))
         }

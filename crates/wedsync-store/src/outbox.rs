@@ -164,6 +164,7 @@ impl Store {
                 subject: Some(&m.subject),
                 data: &data,
                 priority,
+                replay: false,
             },
         )
         .await?;

@@ -459,6 +459,9 @@ pub struct FanOut<'a> {
     pub data: &'a serde_json::Value,
     /// The queue priority of its deliveries (wedding-day work first).
     pub priority: i32,
+    /// An operator's replay: when the event's message exists, send it again to every
+    /// matching enabled endpoint (same `webhook-id`) instead of doing nothing.
+    pub replay: bool,
 }
 
 /// A message created through the API.
@@ -747,10 +750,75 @@ pub(crate) async fn fan_out_in(
         .await?
         .rows_affected();
     if inserted == 0 {
+        if event.replay {
+            replay_in(tx, now, event.org, event.event_id, &matched).await?;
+        }
         return Ok(None);
     }
     insert_deliveries(tx, now, event.org, &id, &matched, event.priority).await?;
     Ok(Some(id))
+}
+
+/// Sends an event's existing message again: a new generation for each delivery to a
+/// matching enabled endpoint, and a first delivery to matching endpoints added since.
+async fn replay_in(
+    tx: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    org: &OrgId,
+    event_id: &str,
+    matched: &[(String, bool)],
+) -> StoreResult<()> {
+    let backend = tx.get_database_backend();
+    let Some(message) = tx
+        .query_one_raw(stmt(
+            backend,
+            "SELECT id, priority FROM messages WHERE org_id = $1 AND event_id = $2",
+            vec![org.to_string().into(), event_id.into()],
+        ))
+        .await?
+    else {
+        return Ok(());
+    };
+    let message_id: String = message.try_get("", "id")?;
+    let priority: i32 = message.try_get("", "priority")?;
+    let existing = tx
+        .query_all_raw(stmt(
+            backend,
+            "SELECT d.id, d.endpoint_id, d.generation, d.attempts, m.priority FROM deliveries d \
+             JOIN messages m ON m.id = d.message_id WHERE d.message_id = $1",
+            vec![message_id.clone().into()],
+        ))
+        .await?;
+    let mut resend = Vec::new();
+    let mut have = std::collections::BTreeSet::new();
+    for row in existing {
+        let endpoint: String = row.try_get("", "endpoint_id")?;
+        if matched
+            .iter()
+            .any(|(e, enabled)| *enabled && *e == endpoint)
+        {
+            resend.push(row);
+        }
+        have.insert(endpoint);
+    }
+    Store::resend_in(tx, now, org, &resend).await?;
+    let added: Vec<(String, bool)> = matched
+        .iter()
+        .filter(|(e, enabled)| *enabled && !have.contains(e))
+        .cloned()
+        .collect();
+    if !added.is_empty() {
+        insert_deliveries(
+            tx,
+            now,
+            org,
+            &message_id.parse().map_err(corrupt)?,
+            &added,
+            priority,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 impl Store {

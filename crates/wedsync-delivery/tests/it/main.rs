@@ -125,6 +125,7 @@ struct Ctx {
     org: OrgId,
     handler: Box<dyn JobHandler>,
     publish: Box<dyn JobHandler>,
+    route: Box<dyn JobHandler>,
     _db: TestDb,
 }
 
@@ -155,6 +156,7 @@ async fn ctx_with(start: DateTime<Utc>, policy: DeliveryPolicy, ssrf: SsrfPolicy
     Ctx {
         handler: Box::new(deliver_handler(store.clone(), sender, policy)),
         publish: Box::new(wedsync_store::outbox::publish_handler(store.clone())),
+        route: Box::new(wedsync_store::inbound::route_handler(store.clone())),
         store,
         clock,
         org: org.id,
@@ -228,6 +230,17 @@ impl Ctx {
                 )
                 .await
                 .expect("claim");
+            jobs.extend(
+                self.store
+                    .claim(
+                        "test",
+                        wedsync_store::inbound::ROUTE_KIND,
+                        100,
+                        TimeDelta::minutes(1),
+                    )
+                    .await
+                    .expect("claim"),
+            );
             let deliveries = self
                 .store
                 .claim("test", DELIVER_KIND, 100, TimeDelta::minutes(1))
@@ -242,6 +255,8 @@ impl Ctx {
             for job in jobs {
                 let handler = if job.kind == DELIVER_KIND {
                     &self.handler
+                } else if job.kind == wedsync_store::inbound::ROUTE_KIND {
+                    &self.route
                 } else {
                     &self.publish
                 };
@@ -864,6 +879,65 @@ async fn the_ssrf_guard_refuses_private_space_unless_allow_listed() {
         .await
         .expect("attempts");
     assert_eq!(attempts.data[0].error_class.as_deref(), Some("refused"));
+
+    // Redirects stay on the endpoint's host: one on the same host is followed, one to
+    // another host (allowed space, but not the endpoint) is not, so custom headers never
+    // leave the endpoint.
+    let (other, other_addr) = Receiver::start().await;
+    let (same, same_addr) = Receiver::start().await;
+    same.then(Reply {
+        status: 308,
+        headers: vec![("location", "/moved".into())],
+        delay_ms: 0,
+    });
+    let (away, away_addr) = Receiver::start().await;
+    away.answer(Reply {
+        status: 307,
+        headers: vec![(
+            "location",
+            format!("http://localhost:{}/steal", other_addr.port()),
+        )],
+        delay_ms: 0,
+    });
+    let (same_ep, _) = c.endpoint(same_addr, &["moved.same"]).await;
+    let (away_ep, _) = c
+        .endpoint_with(EndpointInput {
+            url: format!("http://{away_addr}/hooks"),
+            event_types: vec!["moved.away".into()],
+            headers: [("Authorization".to_owned(), "Bearer keep-me-home".to_owned())].into(),
+            ..Default::default()
+        })
+        .await;
+    c.message("moved.same", json!({})).await;
+    c.message("moved.away", json!({})).await;
+    c.drain().await;
+    assert_eq!(same.count(), 2, "the same-host redirect was followed");
+    let ok = c
+        .store
+        .list_attempts(&c.org, Some(&same_ep), None, &Default::default())
+        .await
+        .expect("attempts");
+    assert!(ok.data[0].success);
+    assert_eq!(
+        other.count(),
+        0,
+        "nothing followed the redirect to another host"
+    );
+    let refused = c
+        .store
+        .list_attempts(&c.org, Some(&away_ep), None, &Default::default())
+        .await
+        .expect("attempts");
+    assert_eq!(refused.data[0].error_class.as_deref(), Some("refused"));
+    assert!(
+        refused.data[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("another host"),
+        "{:?}",
+        refused.data[0].error
+    );
 }
 
 #[tokio::test]
@@ -1047,4 +1121,74 @@ async fn finished_messages_are_pruned_after_retention_but_pending_ones_never() {
         .get_message(&c.org, &pending)
         .await
         .expect("a pending delivery keeps its message");
+}
+
+#[tokio::test]
+async fn inbound_events_fan_out_and_a_replay_sends_them_again() {
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    c.endpoint(addr, &["payment.*"]).await;
+    let new = wedsync_store::sources::NewSource::parse(
+        "Stripe",
+        wedsync_core::source::Provider::Stripe,
+        wedsync_store::sources::SourceConfig {
+            generic: None,
+            ip_allowlist: vec![],
+            rate_per_minute: 100,
+            tolerance_seconds: 300,
+        },
+        Some("whsec_test".into()),
+    )
+    .expect("valid");
+    let (source, _) = c
+        .store
+        .create_source(&c.org, new, &operator())
+        .await
+        .expect("source");
+    let ingested = c
+        .store
+        .ingest(
+            wedsync_store::inbound::IncomingRequest {
+                source_id: source.id,
+                org_id: c.org,
+                headers: vec![],
+                content_type: "application/json".into(),
+                body: br#"{"id":"evt_1"}"#.to_vec(),
+                dedupe_key: "stripe:evt_1".into(),
+            },
+            vec![wedsync_store::inbound::NewEvent {
+                event_type: "payment.completed".into(),
+                subject: Some("pi_1".into()),
+                time: c.now(),
+                data: json!({"amount_minor": 250000, "currency": "GBP"}),
+                couple_ref: None,
+                booking_ref: None,
+            }],
+        )
+        .await
+        .expect("ingest");
+    let wedsync_store::inbound::Ingested::Accepted { event_ids, .. } = ingested else {
+        panic!("accepted")
+    };
+    c.drain().await;
+    assert_eq!(rx.count(), 1);
+    let body: Value = serde_json::from_slice(&rx.last().body).expect("json");
+    assert_eq!(body["type"], "payment.completed");
+    assert_eq!(body["event_id"], event_ids[0]);
+    assert_eq!(body["subject"], "pi_1");
+    // Routing again by itself sends nothing; an operator's replay sends the same message.
+    c.store
+        .route_event(&event_ids[0], 0, false)
+        .await
+        .expect("route");
+    c.drain().await;
+    assert_eq!(rx.count(), 1);
+    c.store
+        .replay_event(&c.org, &event_ids[0], &operator())
+        .await
+        .expect("replay");
+    c.drain().await;
+    let all = rx.all();
+    assert_eq!(all.len(), 2);
+    assert_eq!(header(&all[0], "webhook-id"), header(&all[1], "webhook-id"));
 }
