@@ -362,13 +362,19 @@ async fn a_killed_node_delivers_every_webhook_after_restart() {
         .await
         .expect("org");
 
-    // The receiver: records each request, answers after a short pause so that attempts are
-    // in flight when the node dies.
+    // The receiver records each request as it arrives. From the 200th on, it holds its
+    // answer until the gate opens (after the kill), so the node dies with attempts in flight
+    // that the receiver has seen but the node never heard answered.
+    const HOLD_FROM: usize = 200;
     let got: Arc<std::sync::Mutex<Vec<Request>>> = Arc::default();
-    let g = got.clone();
+    let gate = Arc::new((
+        std::sync::atomic::AtomicBool::new(false),
+        tokio::sync::Notify::new(),
+    ));
+    let (g, gt) = (got.clone(), gate.clone());
     let app = axum::Router::new().fallback(
         move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-            let g = g.clone();
+            let (g, gate) = (g.clone(), gt.clone());
             async move {
                 let h = |n: &str| {
                     headers
@@ -377,13 +383,23 @@ async fn a_killed_node_delivers_every_webhook_after_restart() {
                         .unwrap_or_default()
                         .to_owned()
                 };
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                g.lock().expect("lock").push((
-                    h("webhook-id"),
-                    h("webhook-timestamp"),
-                    h("webhook-signature"),
-                    body.to_vec(),
-                ));
+                let seen = {
+                    let mut g = g.lock().expect("lock");
+                    g.push((
+                        h("webhook-id"),
+                        h("webhook-timestamp"),
+                        h("webhook-signature"),
+                        body.to_vec(),
+                    ));
+                    g.len()
+                };
+                while seen > HOLD_FROM && !gate.0.load(std::sync::atomic::Ordering::SeqCst) {
+                    let opened = gate.1.notified();
+                    if gate.0.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    opened.await;
+                }
                 axum::http::StatusCode::NO_CONTENT
             }
         },
@@ -448,9 +464,9 @@ async fn a_killed_node_delivers_every_webhook_after_restart() {
     };
     let mut first = start(&db.url);
     wait_for(
-        "a few hundred deliveries",
+        "attempts held at the receiver",
         Duration::from_secs(60),
-        async || got.lock().expect("lock").len() >= 200,
+        async || got.lock().expect("lock").len() > HOLD_FROM,
     )
     .await;
     Command::new("kill")
@@ -458,6 +474,8 @@ async fn a_killed_node_delivers_every_webhook_after_restart() {
         .status()
         .expect("kill");
     first.wait().expect("reap");
+    gate.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    gate.1.notify_waiters();
     let before_restart = got.lock().expect("lock").len();
     eprintln!("killed after {before_restart} deliveries");
     assert!(before_restart < MESSAGES, "the kill came mid-run");
@@ -500,6 +518,10 @@ async fn a_killed_node_delivers_every_webhook_after_restart() {
             body
         );
     }
+    assert!(
+        got.len() > MESSAGES,
+        "the requests held at the kill were repeated after the restart"
+    );
     eprintln!(
         "{} requests for {} messages ({} repeats after the kill)",
         got.len(),

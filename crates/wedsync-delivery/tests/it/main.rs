@@ -35,7 +35,8 @@ struct Received {
 struct Reply {
     status: u16,
     headers: Vec<(&'static str, String)>,
-    delay_ms: u64,
+    /// Hold the answer until the test releases the receiver (a receiver that hangs).
+    hang: bool,
 }
 
 impl Reply {
@@ -43,7 +44,7 @@ impl Reply {
         Self {
             status,
             headers: vec![],
-            delay_ms: 0,
+            hang: false,
         }
     }
 }
@@ -53,6 +54,7 @@ struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
     script: Arc<Mutex<VecDeque<Reply>>>,
     default: Arc<Mutex<Option<Reply>>>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 impl Receiver {
@@ -70,8 +72,8 @@ impl Receiver {
                     .pop_front()
                     .or_else(|| r.default.lock().expect("lock").clone())
                     .unwrap_or(Reply::status(200));
-                if reply.delay_ms > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(reply.delay_ms)).await;
+                if reply.hang {
+                    r.release.notified().await;
                 }
                 let mut resp = axum::response::Response::builder()
                     .status(StatusCode::from_u16(reply.status).expect("status"));
@@ -516,7 +518,7 @@ async fn retry_after_is_honoured_within_bounds() {
     let asked = |secs: &str| Reply {
         status: 429,
         headers: vec![("retry-after", secs.to_owned())],
-        delay_ms: 0,
+        hang: false,
     };
     rx.then(asked("120"));
     let msg = c.message("invoice.sent", json!({})).await;
@@ -868,7 +870,7 @@ async fn the_ssrf_guard_refuses_private_space_unless_allow_listed() {
     rx.answer(Reply {
         status: 307,
         headers: vec![("location", "http://169.254.169.254/latest".into())],
-        delay_ms: 0,
+        hang: false,
     });
     c.endpoint(addr, &[]).await;
     let m = c.message("invoice.sent", json!({})).await;
@@ -888,7 +890,7 @@ async fn the_ssrf_guard_refuses_private_space_unless_allow_listed() {
     same.then(Reply {
         status: 308,
         headers: vec![("location", "/moved".into())],
-        delay_ms: 0,
+        hang: false,
     });
     let (away, away_addr) = Receiver::start().await;
     away.answer(Reply {
@@ -897,7 +899,7 @@ async fn the_ssrf_guard_refuses_private_space_unless_allow_listed() {
             "location",
             format!("http://localhost:{}/steal", other_addr.port()),
         )],
-        delay_ms: 0,
+        hang: false,
     });
     let (same_ep, _) = c.endpoint(same_addr, &["moved.same"]).await;
     let (away_ep, _) = c
@@ -968,7 +970,7 @@ async fn the_rate_limit_and_timeouts_are_enforced() {
     slow.then(Reply {
         status: 200,
         headers: vec![],
-        delay_ms: 1_500,
+        hang: true,
     });
     let (ep, _) = c
         .endpoint_with(EndpointInput {
@@ -992,6 +994,7 @@ async fn the_rate_limit_and_timeouts_are_enforced() {
         "the immediate retry ran and succeeded"
     );
     assert!(attempts.data[1].success);
+    slow.release.notify_waiters();
 }
 
 #[tokio::test]
