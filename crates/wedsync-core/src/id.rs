@@ -164,6 +164,26 @@ typed_id!(
     /// Identifies one delivery attempt.
     AttemptId, "att_", "attempt"
 );
+typed_id!(
+    /// Identifies a notification (one message to one recipient on one channel).
+    NotificationId, "ntf_", "notification"
+);
+typed_id!(
+    /// Identifies an entry in a notification's history.
+    NotificationEventId, "nev_", "notification event"
+);
+typed_id!(
+    /// Identifies a notification provider configured by an organisation.
+    ProviderId, "npr_", "notification provider"
+);
+typed_id!(
+    /// Identifies a notification template.
+    TemplateId, "tpl_", "template"
+);
+typed_id!(
+    /// Identifies an alert (fanned out to the organisation's alert channels).
+    AlertId, "alr_", "alert"
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,19 @@ use serde::{Deserialize, Serialize};
 use crate::validate::ValidationErrors;
 
 /// A subscription tier; quotas and limits follow it (product-rules.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     /// No payment; SMS not available.

@@ -16,6 +16,9 @@
 //! - [`secrets`]: the master key that seals stored secrets (AES-256-GCM).
 //! - [`sources`]: inbound sources and their sealed signing secrets.
 //! - [`inbound`]: storing verified requests and their canonical events, deduplicated.
+//! - [`webhooks`]: outbound endpoints, messages, deliveries and attempts.
+//! - [`notify`]: notification providers, templates, settings, preferences, alerts, and
+//!   notifications with their history and quota claims.
 //!
 //! Invariants: only this crate writes SQL; every query on organisation data filters by
 //! `org_id`; every change is written together with its audit entry and its outbox event in
@@ -32,6 +35,7 @@ pub mod group_commit;
 pub mod inbound;
 pub mod members;
 pub mod migration;
+pub mod notify;
 pub mod orgs;
 pub mod outbox;
 pub mod page;

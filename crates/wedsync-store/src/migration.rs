@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_durable_work::Migration),
             Box::new(m0003_inbound::Migration),
             Box::new(m0004_outbound::Migration),
+            Box::new(m0005_notifications::Migration),
         ]
     }
 }
@@ -833,6 +834,264 @@ mod m0004_outbound {
 
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             for table in ["delivery_attempts", "deliveries", "messages", "endpoints"] {
+                manager
+                    .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+mod m0005_notifications {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0005_notifications"
+        }
+    }
+
+    fn org_fk(table: &str) -> ForeignKeyCreateStatement {
+        fk(
+            &format!("fk_{table}_org"),
+            table,
+            &["org_id"],
+            "organizations",
+            &["id"],
+        )
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // Providers per organisation and channel, tried in `position` order (failover).
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("notify_providers"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("channel"))
+                        .col(string("kind"))
+                        .col(string("name"))
+                        .col(integer("position"))
+                        .col(text("config"))
+                        .col(text("secret_names"))
+                        .col(text_null("secrets_sealed"))
+                        .col(boolean("enabled"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut org_fk("notify_providers"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_notify_providers_org",
+                    "notify_providers",
+                    &["org_id", "channel", "position"],
+                    false,
+                ))
+                .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("notify_templates"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("name"))
+                        .col(string("channel"))
+                        .col(text_null("subject"))
+                        .col(text("body_text"))
+                        .col(text_null("body_html"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut org_fk("notify_templates"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ux_notify_templates_name",
+                    "notify_templates",
+                    &["org_id", "name", "channel"],
+                    true,
+                ))
+                .await?;
+            // One row of settings per organisation (branding, alert routes, escalation).
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("notify_settings"))
+                        .col(string("org_id").primary_key())
+                        .col(text("settings"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut org_fk("notify_settings"))
+                        .to_owned(),
+                )
+                .await?;
+            // A recipient's preferences: time zone, quiet hours, unsubscribed channels.
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("notify_recipients"))
+                        .col(string("org_id"))
+                        .col(string("recipient_key"))
+                        .col(string_null("time_zone"))
+                        .col(text_null("quiet_hours"))
+                        .col(text("unsubscribed"))
+                        .col(text_null("unsubscribe_source"))
+                        .col(big_integer("updated_at"))
+                        .primary_key(
+                            Index::create()
+                                .col(Alias::new("org_id"))
+                                .col(Alias::new("recipient_key")),
+                        )
+                        .foreign_key(&mut org_fk("notify_recipients"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("alerts"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(text("summary"))
+                        .col(text("body"))
+                        .col(string("severity"))
+                        .col(string("raised_severity"))
+                        .col(string("escalation"))
+                        .col(string_null("couple_id"))
+                        .col(boolean("emergency"))
+                        .col(string("status"))
+                        .col(string("dedup_key"))
+                        .col(integer("escalation_step"))
+                        .col(text_null("acknowledged_by"))
+                        .col(big_integer_null("acknowledged_at"))
+                        .col(big_integer_null("resolved_at"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut org_fk("alerts"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index("ix_alerts_org", "alerts", &["org_id", "id"], false))
+                .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("notifications"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("channel"))
+                        .col(text("recipient"))
+                        .col(string("recipient_key"))
+                        .col(string_null("template"))
+                        .col(text("content"))
+                        .col(text("data"))
+                        .col(string_null("couple_id"))
+                        .col(string_null("alert_id"))
+                        .col(string_null("parent_id"))
+                        .col(string("severity"))
+                        .col(boolean("emergency"))
+                        .col(boolean("urgent"))
+                        .col(string_null("idempotency_key"))
+                        .col(string_null("idempotency_hash"))
+                        .col(string("status"))
+                        .col(string_null("reason"))
+                        .col(text_null("detail"))
+                        .col(string_null("provider_id"))
+                        .col(string_null("provider_message_id"))
+                        .col(integer("attempts"))
+                        .col(big_integer_null("counted_at"))
+                        .col(boolean("quota_bypassed"))
+                        .col(big_integer("due_at"))
+                        .col(big_integer_null("sent_at"))
+                        .col(big_integer_null("delivered_at"))
+                        .col(big_integer_null("opened_at"))
+                        .col(big_integer_null("clicked_at"))
+                        .col(big_integer_null("read_at"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut org_fk("notifications"))
+                        .to_owned(),
+                )
+                .await?;
+            for (name, cols, unique) in [
+                ("ix_notifications_org", &["org_id", "id"][..], false),
+                (
+                    "ux_notifications_idempotency",
+                    &["org_id", "idempotency_key"][..],
+                    true,
+                ),
+                (
+                    "ix_notifications_quota",
+                    &["org_id", "channel", "counted_at"][..],
+                    false,
+                ),
+                (
+                    "ix_notifications_recipient",
+                    &["org_id", "recipient_key", "channel", "id"][..],
+                    false,
+                ),
+                ("ix_notifications_alert", &["alert_id"][..], false),
+                (
+                    "ix_notifications_provider_message",
+                    &["provider_message_id"][..],
+                    false,
+                ),
+            ] {
+                manager
+                    .create_index(index(name, "notifications", cols, unique))
+                    .await?;
+            }
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("notification_events"))
+                        .col(string("id").primary_key())
+                        .col(string("notification_id"))
+                        .col(string("org_id"))
+                        .col(big_integer("at"))
+                        .col(string("status"))
+                        .col(string_null("reason"))
+                        .col(text_null("detail"))
+                        .foreign_key(&mut fk(
+                            "fk_notification_events_notification",
+                            "notification_events",
+                            &["notification_id"],
+                            "notifications",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_notification_events_notification",
+                    "notification_events",
+                    &["notification_id", "id"],
+                    false,
+                ))
+                .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            for table in [
+                "notification_events",
+                "notifications",
+                "alerts",
+                "notify_recipients",
+                "notify_settings",
+                "notify_templates",
+                "notify_providers",
+            ] {
                 manager
                     .drop_table(Table::drop().table(Alias::new(table)).to_owned())
                     .await?;

@@ -66,6 +66,16 @@ impl MasterKey {
         }
     }
 
+    /// A key for another purpose (signing links, …), derived from this one with
+    /// HMAC-SHA256 over `label`, so the master key itself never signs anything public.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(label.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
     /// Seals `plaintext` for the row identified by `aad`.
     pub fn seal(&self, aad: &str, plaintext: &[u8]) -> StoreResult<String> {
         let cipher = Aes256Gcm::new_from_slice(&self.0)

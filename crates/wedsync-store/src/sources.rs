@@ -247,6 +247,11 @@ fn to_view(row: &Row) -> StoreResult<Source> {
 }
 
 impl Store {
+    /// A key derived from the master key for `label` (see [`MasterKey::derive`]).
+    pub fn derived_key(&self, label: &str) -> StoreResult<[u8; 32]> {
+        Ok(self.master_key()?.derive(label))
+    }
+
     pub(crate) fn master_key(&self) -> StoreResult<&MasterKey> {
         self.master_key.as_deref().ok_or_else(|| {
             StoreError::Config("no master key is configured for stored secrets".into())

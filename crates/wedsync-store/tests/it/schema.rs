@@ -24,7 +24,8 @@ async fn migrating_twice_is_a_no_op() {
             "m0001_foundation",
             "m0002_durable_work",
             "m0003_inbound",
-            "m0004_outbound"
+            "m0004_outbound",
+            "m0005_notifications"
         ]
     );
     assert!(store.migrate().await.expect("again").is_empty());
