@@ -31,10 +31,13 @@ use wedsync_store::{Actor, Store};
 // ---------------------------------------------------------------------------------------
 // A real SMTP server on loopback (mailin-embedded), keeping every message it accepts.
 
+/// Recipients and raw bytes of one message.
+type Mail = (Vec<String>, Vec<u8>);
+
 #[derive(Clone, Default)]
 struct Mailbox {
-    messages: Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>,
-    current: Arc<Mutex<(Vec<String>, Vec<u8>)>>,
+    messages: Arc<Mutex<Vec<Mail>>>,
+    current: Arc<Mutex<Mail>>,
 }
 
 impl mailin_embedded::Handler for Mailbox {
@@ -181,10 +184,12 @@ struct Ctx {
 const LINK_BASE: &str = "https://hub.example";
 
 async fn ctx(start: &str, tier: &str) -> Ctx {
-    let mut policy = NotifyPolicy::default();
-    policy.breaker = BreakerPolicy {
-        failure_threshold: 2,
-        ..BreakerPolicy::default()
+    let policy = NotifyPolicy {
+        breaker: BreakerPolicy {
+            failure_threshold: 2,
+            ..BreakerPolicy::default()
+        },
+        ..NotifyPolicy::default()
     };
     ctx_with(start, tier, policy).await
 }
