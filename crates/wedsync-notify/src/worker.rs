@@ -89,15 +89,17 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     /// A notifier sending through `http` (the SSRF-guarded client) and `smtp`, with links
-    /// signed by `links` (none: no unsubscribe or tracking links, e.g. without a public URL).
+    /// signed by `links` (none: no unsubscribe or tracking links, e.g. without a public URL),
+    /// publishing in-app messages on `inbox` (shared with the server's streams).
     pub fn new(
         store: Store,
         http: GuardedClient,
         smtp: SmtpPool,
         links: Option<Links>,
         policy: NotifyPolicy,
+        inbox: Option<broadcast::Sender<InboxEvent>>,
     ) -> Result<Arc<Self>, crate::catalog::CatalogError> {
-        let (inbox, _) = broadcast::channel(1024);
+        let inbox = inbox.unwrap_or_else(|| broadcast::channel(1024).0);
         Ok(Arc::new(Self {
             store,
             catalog: Catalog::builtin()?,

@@ -53,6 +53,8 @@ pub struct HttpSettings {
     pub endpoint_rotation_grace: chrono::TimeDelta,
     /// How long an `Idempotency-Key` on `POST /v1/messages` is honoured.
     pub idempotency_window: chrono::TimeDelta,
+    /// The hub's public URL, for unsubscribe and tracking links in emails (none: no links).
+    pub public_url: Option<String>,
 }
 
 impl Default for HttpSettings {
@@ -65,6 +67,7 @@ impl Default for HttpSettings {
             rotation_grace: chrono::TimeDelta::hours(24),
             endpoint_rotation_grace: chrono::TimeDelta::hours(24),
             idempotency_window: chrono::TimeDelta::hours(24),
+            public_url: None,
         }
     }
 }
@@ -87,6 +90,21 @@ pub struct AppState {
     pub committer: group_commit::GroupCommitter,
     /// Sources with their secrets, for the inbound hot path.
     pub sources: Arc<source_cache::SourceCache>,
+    /// What the notification routes need.
+    pub notify: NotifyState,
+}
+
+/// The notification routes' shared parts.
+#[derive(Clone, Debug)]
+pub struct NotifyState {
+    /// The provider catalog, to check provider settings when saved.
+    pub catalog: Arc<wedsync_notify::catalog::Catalog>,
+    /// Signs and checks unsubscribe and tracking links (none without a public URL or key).
+    pub links: Option<wedsync_notify::links::Links>,
+    /// Live in-app messages; the notification worker publishes, inbox streams listen.
+    pub inbox: tokio::sync::broadcast::Sender<wedsync_notify::worker::InboxEvent>,
+    /// The wedding calendar alerts are raised under.
+    pub calendar: wedsync_core::calendar::CalendarRules,
 }
 
 impl AppState {
@@ -98,7 +116,23 @@ impl AppState {
         } else {
             1
         };
+        let links = settings.public_url.as_deref().and_then(|base| {
+            store
+                .derived_key(wedsync_notify::links::KEY_LABEL)
+                .ok()
+                .map(|key| wedsync_notify::links::Links::new(base, key))
+        });
+        let notify = NotifyState {
+            catalog: Arc::new(
+                wedsync_notify::catalog::Catalog::builtin()
+                    .expect("the built-in provider catalog parses (a unit test checks it)"),
+            ),
+            links,
+            inbox: tokio::sync::broadcast::channel(1024).0,
+            calendar: wedsync_core::calendar::CalendarRules::default(),
+        };
         Self {
+            notify,
             sources: Arc::default(),
             committer: group_commit::GroupCommitter::spawn(store.clone(), committers, 256),
             inbound_limiter: Arc::new(wedsync_core::ratelimit::KeyedLimiter::new(
@@ -121,6 +155,7 @@ pub fn app(state: AppState) -> Router {
     let (api, _openapi) = routes::router().split_for_parts();
     api.merge(routes::meta::router())
         .merge(routes::inbound::router(state.settings.inbound_body_limit))
+        .merge(routes::notifications::public_router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -97,7 +97,11 @@ impl Recipient {
             errors.add(format!("{field}.time_zone"), "not an IANA time zone name");
         }
         let address = match channel {
-            NotifyChannel::Email => self.email.as_ref().map(|e| format!("email:{e}")),
+            // Addresses compare without case, so preferences follow the person.
+            NotifyChannel::Email => self
+                .email
+                .as_ref()
+                .map(|e| format!("email:{}", e.to_lowercase())),
             NotifyChannel::Sms => self.phone.as_ref().map(|p| format!("sms:{p}")),
             NotifyChannel::InApp | NotifyChannel::Push => None,
             _ => Some(format!("channel:{channel}")),

@@ -625,8 +625,27 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
             idempotency_window: chrono::TimeDelta::hours(i64::from(
                 settings.outbound.idempotency_hours,
             )),
+            public_url: settings.public_url(),
         },
     );
+    let notifier = wedsync_notify::worker::Notifier::new(
+        store.clone(),
+        wedsync_delivery::ssrf::GuardedClient::new(
+            settings.ssrf_policy(),
+            wedsync_delivery::ssrf::ClientOptions {
+                connect_timeout: Duration::from_millis(settings.outbound.connect_timeout_ms),
+                timeout: Duration::from_secs(30),
+                max_redirects: settings.outbound.max_redirects,
+                ..Default::default()
+            },
+        )
+        .context("cannot build the notification HTTP client")?,
+        wedsync_notify::email::SmtpPool::new(settings.ssrf_policy()),
+        state.notify.links.clone(),
+        settings.notify_policy(),
+        Some(state.notify.inbox.clone()),
+    )
+    .context("the notification provider catalog")?;
     let sender = wedsync_delivery::sender::Sender::new(
         settings.ssrf_policy(),
         wedsync_delivery::ssrf::ClientOptions {
@@ -662,6 +681,18 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
                     settings.delivery_policy(),
                 ),
                 settings.outbound.concurrency,
+                wedsync_core::retry::RetryPolicy::default(),
+            )
+            .register(
+                wedsync_store::notify::SEND_KIND,
+                wedsync_notify::worker::send_handler(notifier.clone()),
+                settings.notify.concurrency,
+                wedsync_core::retry::RetryPolicy::default(),
+            )
+            .register(
+                wedsync_store::notify::ESCALATE_KIND,
+                wedsync_notify::worker::escalate_handler(notifier.clone()),
+                4,
                 wedsync_core::retry::RetryPolicy::default(),
             )
             .spawn(stop_rx)

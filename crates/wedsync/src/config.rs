@@ -63,6 +63,14 @@ allow_subnets = []
 breaker_failures = 5
 breaker_cool_down_seconds = 300
 
+[notify]
+public_url = ""
+concurrency = 32
+quota_window_hours = 24
+per_recipient_per_hour = 20
+breaker_failures = 5
+breaker_cool_down_seconds = 300
+
 [secrets]
 "#;
 
@@ -98,6 +106,8 @@ pub struct Settings {
     pub inbound: InboundSettings,
     /// Outbound webhooks.
     pub outbound: OutboundSettings,
+    /// Notifications and alerts.
+    pub notify: NotifySettings,
     /// Secrets at rest.
     pub secrets: SecretSettings,
 }
@@ -133,6 +143,25 @@ pub struct OutboundSettings {
     /// Consecutive failures that open an endpoint's circuit breaker.
     pub breaker_failures: u32,
     /// How long an open breaker waits before a probe.
+    pub breaker_cool_down_seconds: u32,
+}
+
+/// `[notify]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// The hub's public URL (`https://hub.example`), for one-click unsubscribe, open-pixel
+    /// and click links in emails; empty: emails carry none of them.
+    pub public_url: String,
+    /// Notification sends in flight on this node.
+    pub concurrency: u32,
+    /// The rolling window tier quotas count over (product rules: 24 hours).
+    pub quota_window_hours: u32,
+    /// Messages per recipient per hour and channel, unless an organisation sets its own.
+    pub per_recipient_per_hour: u32,
+    /// Consecutive failures that open a provider's circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open provider breaker waits before a probe.
     pub breaker_cool_down_seconds: u32,
 }
 
@@ -406,6 +435,21 @@ impl Settings {
                 );
             }
         }
+        let n = &self.notify;
+        if n.concurrency == 0
+            || n.quota_window_hours == 0
+            || n.per_recipient_per_hour == 0
+            || n.breaker_failures == 0
+        {
+            return fail(
+                "notify",
+                "concurrency, quota_window_hours, per_recipient_per_hour and breaker_failures must be above 0".into(),
+            );
+        }
+        let url = &n.public_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            return fail("notify.public_url", "must be an http(s) URL".into());
+        }
         if self.inbound.route_concurrency == 0 {
             return fail("inbound.route_concurrency", "must be above 0".into());
         }
@@ -478,6 +522,24 @@ impl Settings {
     }
 
     /// The SSRF guard's allow-list (validated by [`Settings::load`]).
+    /// The notification worker's policy.
+    pub fn notify_policy(&self) -> wedsync_notify::worker::NotifyPolicy {
+        let n = &self.notify;
+        let mut policy = wedsync_notify::worker::NotifyPolicy::default();
+        policy.quotas.window = chrono::TimeDelta::hours(i64::from(n.quota_window_hours));
+        policy.per_recipient_per_hour = n.per_recipient_per_hour;
+        policy.breaker.failure_threshold = n.breaker_failures;
+        policy.breaker.cool_down =
+            chrono::TimeDelta::seconds(i64::from(n.breaker_cool_down_seconds));
+        policy
+    }
+
+    /// The public URL for links in emails, when one is set.
+    pub fn public_url(&self) -> Option<String> {
+        (!self.notify.public_url.is_empty()).then(|| self.notify.public_url.clone())
+    }
+
+    /// The SSRF policy (shared by outbound webhooks and notification providers).
     pub fn ssrf_policy(&self) -> wedsync_delivery::ssrf::SsrfPolicy {
         wedsync_delivery::ssrf::SsrfPolicy {
             allow: self
@@ -564,6 +626,7 @@ impl Settings {
             "queue": self.queue,
             "inbound": self.inbound,
             "outbound": self.outbound,
+            "notify": self.notify,
             "secrets": { "master_key": self.secrets.master_key.as_ref().map(|_| "***") },
         })
     }

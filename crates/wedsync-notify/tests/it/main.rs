@@ -218,6 +218,7 @@ async fn ctx_with(start: &str, tier: &str, policy: NotifyPolicy) -> Ctx {
         SmtpPool::new(ssrf),
         Some(links.clone()),
         policy,
+        None,
     )
     .expect("catalog");
     Ctx {

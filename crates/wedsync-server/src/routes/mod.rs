@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod jobs;
 pub mod members;
 pub mod meta;
+pub mod notifications;
 pub mod organization;
 pub mod sources;
 
@@ -42,6 +43,7 @@ use crate::error::ApiError;
         (name = "events", description = "Canonical events received from sources (CloudEvents 1.0)"),
         (name = "jobs", description = "Durable work: jobs, retries, dead letters and circuit breakers"),
         (name = "endpoints", description = "Outbound webhooks (Standard Webhooks): endpoints, messages, deliveries and attempts"),
+        (name = "notifications", description = "Notifications and alerts: send, templates, providers with failover, quotas, quiet hours, escalation, the in-app inbox"),
     )
 )]
 struct ApiDoc;
@@ -77,6 +79,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(sources::router())
         .merge(events::router())
         .merge(endpoints::router())
+        .merge(notifications::router())
 }
 
 /// Paging parameters every list takes.

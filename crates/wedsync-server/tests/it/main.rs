@@ -11,4 +11,5 @@ mod inbound;
 mod isolation;
 mod jobs;
 mod meta;
+mod notifications;
 mod support;
