@@ -2029,7 +2029,7 @@ mod tests {
                     {"type": "section", "text": {"type": "mrkdwn", "text": "Hi Alex, the balance for 12 June is due."}},
                     {"type": "actions", "elements": [
                         {"type": "button", "text": {"type": "plain_text", "text": "Acknowledge"},
-                         "action_id": "ack", "style": "primary", "value": "ntf_01J9ZK3M4N"},
+                         "action_id": "acknowledge", "style": "primary", "value": "ntf_01J9ZK3M4N"},
                         {"type": "button", "text": {"type": "plain_text", "text": "Resolve"},
                          "action_id": "resolve", "style": "danger", "value": "ntf_01J9ZK3M4N"}
                     ]}

@@ -560,6 +560,13 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
             store
                 .route_event(&event_id, job.priority, replay)
                 .await
+                .map_err(|e| crate::worker::JobError::transient(e.to_string()))?;
+            // An Acknowledge or Resolve button pressed on one of our alert messages (Slack
+            // interactivity) acts on the alert; repeating it changes nothing.
+            store
+                .apply_alert_action(&event_id)
+                .await
+                .map(|_| ())
                 .map_err(|e| crate::worker::JobError::transient(e.to_string()))
         }
     }

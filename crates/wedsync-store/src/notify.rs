@@ -2403,6 +2403,50 @@ impl Store {
         Ok((to_alert(&row)?, true))
     }
 
+    /// Applies an `incident.acknowledged` or `incident.resolved` event whose subject is one
+    /// of the organisation's alerts (a button on an alert message, verified by the inbound
+    /// gateway) to that alert. Other events, and alerts of other organisations, are left
+    /// alone. Returns whether an alert changed.
+    pub async fn apply_alert_action(&self, event_id: &str) -> StoreResult<bool> {
+        let row = self
+            .connection()
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT org_id, event_type, subject, data FROM events WHERE id = $1",
+                vec![event_id.into()],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let event_type: String = row.try_get("", "event_type")?;
+        let resolve = match event_type.as_str() {
+            "incident.acknowledged" => false,
+            "incident.resolved" => true,
+            _ => return Ok(false),
+        };
+        let Some(subject) = row.try_get::<Option<String>>("", "subject")? else {
+            return Ok(false);
+        };
+        if subject.parse::<AlertId>().is_err() {
+            return Ok(false);
+        }
+        let org: OrgId = parse_id(&row.try_get::<String>("", "org_id")?)?;
+        let data: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String>("", "data")?).unwrap_or_default();
+        let who = data
+            .get("username")
+            .or_else(|| data.get("user_id"))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("someone");
+        match self
+            .ack_alert(Some(&org), &subject, &format!("slack:{who}"), resolve)
+            .await
+        {
+            Ok((_, changed)) => Ok(changed),
+            Err(StoreError::NotFound) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Takes escalation step `step` of an alert if it is still open: one notification for
     /// the step and the next step's job. Returns the notification created, if any.
     pub async fn escalate_alert(

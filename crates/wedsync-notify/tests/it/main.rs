@@ -1062,7 +1062,7 @@ async fn on_saturday_every_alert_also_goes_to_sms_and_pagerduty_and_escalates_un
         .iter()
         .find(|b| b["type"] == "actions")
         .expect("buttons");
-    assert_eq!(actions["elements"][0]["action_id"], "ack");
+    assert_eq!(actions["elements"][0]["action_id"], "acknowledge");
     assert_eq!(actions["elements"][0]["value"], raised.id.to_string());
     assert_eq!(actions["elements"][1]["action_id"], "resolve");
     let sms = standin.to("/2010-04-01/");

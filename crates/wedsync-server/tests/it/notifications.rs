@@ -254,3 +254,81 @@ async fn alerts_are_raised_acknowledged_and_settings_are_validated() {
         .await
         .problem(404, "not-found");
 }
+
+/// Slack's v0 signature over `v0:{timestamp}:{body}`.
+fn slack_signature(secret: &str, timestamp: i64, body: &str) -> String {
+    use hmac::{Mac, digest::KeyInit};
+    let mut mac =
+        <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn the_acknowledge_button_in_slack_acknowledges_the_alert_through_the_inbound_gateway() {
+    use wedsync_core::clock::Clock as _;
+    use wedsync_store::worker::JobHandler as _;
+    let app = spawn_app_with(settings()).await;
+    let (_, key) = app.org("Lens & Lace").await;
+    let created = app
+        .post(&key, "/v1/sources", json!({ "name": "Slack app", "provider": "slack", "secret": "8f742231b10e8888abcd99yyyzzz85a5" }))
+        .await;
+    let source = created.ok(201)["source"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let raised = app
+        .post(
+            &key,
+            "/v1/alerts",
+            json!({ "summary": "Florist van broke down", "severity": "critical" }),
+        )
+        .await;
+    let alert = raised.ok(201)["alert"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    let payload = json!({
+        "type": "block_actions",
+        "user": { "id": "U123", "username": "jo" },
+        "trigger_id": "13345224609.738474920.8088930838d88f008e0",
+        "actions": [{ "action_id": "acknowledge", "value": alert, "action_ts": "1777625000.000100" }]
+    });
+    let body: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish();
+    let ts = app.clock.now().timestamp();
+    let r = app
+        .client
+        .post(format!("{}/v1/inbound/{source}", app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts.to_string())
+        .header(
+            "x-slack-signature",
+            slack_signature("8f742231b10e8888abcd99yyyzzz85a5", ts, &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let route = wedsync_store::inbound::route_handler(app.store.clone());
+    let jobs = app
+        .store
+        .claim(
+            "test",
+            wedsync_store::inbound::ROUTE_KIND,
+            10,
+            chrono::TimeDelta::minutes(1),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 1);
+    for job in jobs {
+        route.run(job).await.expect("route");
+    }
+    let got = app.get(&key, &format!("/v1/alerts/{alert}")).await;
+    assert_eq!(got.ok(200)["status"], "acknowledged");
+    assert_eq!(got.ok(200)["acknowledged_by"], "slack:jo");
+}
