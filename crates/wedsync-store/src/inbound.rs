@@ -566,6 +566,11 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
             store
                 .apply_alert_action(&event_id)
                 .await
+                .map_err(|e| crate::worker::JobError::transient(e.to_string()))?;
+            // A provider's delivery report (Resend through Svix) updates its notification.
+            store
+                .apply_provider_status(&event_id)
+                .await
                 .map(|_| ())
                 .map_err(|e| crate::worker::JobError::transient(e.to_string()))
         }

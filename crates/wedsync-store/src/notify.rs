@@ -1626,7 +1626,7 @@ impl Store {
     pub async fn notify_track(
         &self,
         id: Option<&str>,
-        provider_message_id: Option<&str>,
+        provider_message_id: Option<(&OrgId, &str)>,
         event: &str,
         detail: Option<&str>,
     ) -> StoreResult<bool> {
@@ -1635,11 +1635,11 @@ impl Store {
         let tx = self.write_tx().await?;
         let row = match (id, provider_message_id) {
             (Some(id), _) => Self::notification_row(&tx, None, id).await.ok(),
-            (None, Some(pm)) => {
+            (None, Some((org, pm))) => {
                 tx.query_one_raw(stmt(
                     backend,
-                    "SELECT * FROM notifications WHERE provider_message_id = $1",
-                    vec![pm.into()],
+                    "SELECT * FROM notifications WHERE provider_message_id = $1 AND org_id = $2",
+                    vec![pm.into(), org.to_string().into()],
                 ))
                 .await?
             }
@@ -2401,6 +2401,48 @@ impl Store {
         tx.commit().await?;
         self.wake_workers();
         Ok((to_alert(&row)?, true))
+    }
+
+    /// Applies a provider's delivery report that arrived through the inbound gateway to the
+    /// notification it names. Today: Resend's webhooks (sent through Svix, so a `svix`
+    /// source verifies them), `{"type": "email.delivered" | "email.bounced" | "email.opened"
+    /// | "email.clicked" | …, "data": {"email_id"}}`, kept as `svix.raw` events. Returns
+    /// whether a notification matched.
+    pub async fn apply_provider_status(&self, event_id: &str) -> StoreResult<bool> {
+        let row = self
+            .connection()
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT org_id, event_type, data FROM events WHERE id = $1",
+                vec![event_id.into()],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let event_type: String = row.try_get("", "event_type")?;
+        if event_type != "svix.raw" && event_type != "standard_webhooks.raw" {
+            return Ok(false);
+        }
+        let data: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String>("", "data")?).unwrap_or_default();
+        let (Some(kind), Some(email_id)) = (
+            data.get("type").and_then(serde_json::Value::as_str),
+            data.pointer("/data/email_id")
+                .and_then(serde_json::Value::as_str),
+        ) else {
+            return Ok(false);
+        };
+        let event = match kind {
+            "email.delivered" => "delivered",
+            "email.bounced" => "bounced",
+            "email.complained" | "email.failed" => "failed",
+            "email.opened" => "opened",
+            "email.clicked" => "clicked",
+            _ => return Ok(false),
+        };
+        let org: OrgId = parse_id(&row.try_get::<String>("", "org_id")?)?;
+        let detail = format!("reported by the provider ({kind})");
+        self.notify_track(None, Some((&org, email_id)), event, Some(&detail))
+            .await
     }
 
     /// Applies an `incident.acknowledged` or `incident.resolved` event whose subject is one

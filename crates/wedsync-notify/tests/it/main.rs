@@ -1252,3 +1252,90 @@ async fn an_idempotency_key_returns_the_first_notification_and_refuses_a_differe
         Err(wedsync_store::StoreError::Conflict(_))
     ));
 }
+
+#[tokio::test]
+async fn resend_delivery_reports_through_the_inbound_gateway_update_the_notification() {
+    let c = ctx("2027-06-15T10:00:00Z", "professional").await;
+    let (standin, base) = StandIn::start().await;
+    standin.answer(
+        "/emails",
+        200,
+        r#"{"id":"4ef9a417-02e9-4d39-ad75-9611e0fcc33c"}"#,
+    );
+    c.provider(
+        NotifyChannel::Email,
+        "resend",
+        json!({ "base_url": base, "from": "hello@lenslace.example" }),
+        json!({ "api_key": "re_x" }),
+    )
+    .await;
+    let id = c.email("alex@example.com", false).await;
+    c.drain().await;
+    assert_eq!(c.get(&id).await.0.status, "sent");
+
+    // Resend signs its webhooks with Svix; a `svix` source verifies them and the normaliser
+    // keeps them as `svix.raw` with the whole payload.
+    let new = wedsync_store::sources::NewSource::parse(
+        "Resend",
+        wedsync_core::source::Provider::Svix,
+        wedsync_store::sources::SourceConfig {
+            generic: None,
+            ip_allowlist: vec![],
+            rate_per_minute: 100,
+            tolerance_seconds: 300,
+        },
+        Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+    )
+    .expect("valid");
+    let (source, _) = c
+        .store
+        .create_source(&c.org, new, &operator())
+        .await
+        .expect("source");
+    let route = wedsync_store::inbound::route_handler(c.store.clone());
+    for (n, kind) in ["email.delivered", "email.opened"].into_iter().enumerate() {
+        let payload = json!({ "type": kind, "created_at": "2027-06-15T10:00:05.000Z", "data": { "email_id": "4ef9a417-02e9-4d39-ad75-9611e0fcc33c", "to": ["alex@example.com"] } });
+        c.store
+            .ingest(
+                wedsync_store::inbound::IncomingRequest {
+                    source_id: source.id,
+                    org_id: c.org,
+                    headers: vec![],
+                    content_type: "application/json".into(),
+                    body: payload.to_string().into_bytes(),
+                    dedupe_key: format!("svix:msg_{n}"),
+                },
+                vec![wedsync_store::inbound::NewEvent {
+                    event_type: "svix.raw".into(),
+                    subject: None,
+                    time: c.clock.now(),
+                    data: payload,
+                    couple_ref: None,
+                    booking_ref: None,
+                }],
+            )
+            .await
+            .expect("ingest");
+        for job in c
+            .store
+            .claim(
+                "test",
+                wedsync_store::inbound::ROUTE_KIND,
+                10,
+                TimeDelta::minutes(1),
+            )
+            .await
+            .expect("claim")
+        {
+            route.run(job).await.expect("route");
+        }
+    }
+    let (n, history) = c.get(&id).await;
+    assert_eq!(n.status, "delivered");
+    assert!(n.delivered_at.is_some() && n.opened_at.is_some());
+    assert!(
+        history.iter().any(|h| h.status == "delivered"
+            && h.detail.as_deref() == Some("reported by the provider (email.delivered)")),
+        "{history:?}"
+    );
+}
