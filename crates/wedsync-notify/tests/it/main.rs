@@ -65,11 +65,28 @@ impl mailin_embedded::Handler for Mailbox {
 }
 
 fn smtp_server() -> (Mailbox, SocketAddr) {
+    smtp_server_with(mailin_embedded::SslConfig::None)
+}
+
+/// The test certificate authority and the `localhost` certificate it signed
+/// (`tests/fixtures`, valid until 2126; test use only).
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn smtp_server_with(ssl: mailin_embedded::SslConfig) -> (Mailbox, SocketAddr) {
+    // mailin-embedded's rustls brings aws-lc-rs into the test build beside the ring the hub
+    // uses, so rustls cannot pick a provider by itself; the production binary has only ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mailbox = Mailbox::default();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = listener.local_addr().expect("addr");
     let mut server = mailin_embedded::Server::new(mailbox.clone());
-    server.with_name("smtp.test").with_tcp_listener(listener);
+    server
+        .with_name("localhost")
+        .with_ssl(ssl)
+        .expect("tls setup")
+        .with_tcp_listener(listener);
     // The server runs on its own thread for the rest of the test process.
     std::thread::spawn(move || {
         let _ = server.serve();
@@ -204,7 +221,10 @@ async fn ctx_with(start: &str, tier: &str, policy: NotifyPolicy) -> Ctx {
             .expect("valid");
     let org = store.create_org(settings, &operator()).await.expect("org");
     let ssrf = SsrfPolicy {
-        allow: vec!["127.0.0.1/32".parse().expect("net")],
+        allow: vec![
+            "127.0.0.1/32".parse().expect("net"),
+            "::1/128".parse().expect("net"),
+        ],
     };
     let links = Links::new(
         LINK_BASE,
@@ -1338,4 +1358,152 @@ async fn resend_delivery_reports_through_the_inbound_gateway_update_the_notifica
             && h.detail.as_deref() == Some("reported by the provider (email.delivered)")),
         "{history:?}"
     );
+}
+
+#[tokio::test]
+async fn a_bulk_send_makes_one_notification_per_recipient_and_each_respects_the_quota() {
+    let c = ctx("2027-06-15T10:00:00Z", "free").await;
+    let (standin, base) = StandIn::start().await;
+    standin.answer("/emails", 200, r#"{"id":"re"}"#);
+    c.provider(
+        NotifyChannel::Email,
+        "resend",
+        json!({ "base_url": base, "from": "hello@lenslace.example" }),
+        json!({ "api_key": "re_x" }),
+    )
+    .await;
+    let message = NotificationInput {
+        channel: Some(NotifyChannel::Email),
+        subject: Some("Open day on {{ day }}".into()),
+        text: Some("Hi {{ recipient.first_name }}, table {{ table }}".into()),
+        data: Some(json!({ "day": "Sunday", "table": 0 })),
+        ..Default::default()
+    };
+    // 60 recipients: two transactions (50 + 10); the free tier lets 10 through.
+    let recipients: Vec<_> = (0..60)
+        .map(|i| {
+            (
+                Recipient {
+                    name: Some(format!("Guest{i} Smith")),
+                    email: Some(format!("guest{i}@example.com")),
+                    ..Default::default()
+                },
+                Some(json!({ "table": i })),
+            )
+        })
+        .collect();
+    let ids = c
+        .store
+        .create_bulk(&c.org, message.clone(), recipients)
+        .await
+        .expect("bulk");
+    assert_eq!(ids.len(), 60);
+    c.drain().await;
+    assert_eq!(c.listed("sent").await.len(), 10);
+    let blocked = c
+        .store
+        .list_notifications(
+            &c.org,
+            &NotificationFilter {
+                status: Some("blocked".into()),
+                ..Default::default()
+            },
+            &PageRequest {
+                limit: Some(100),
+                after: None,
+            },
+        )
+        .await
+        .expect("list")
+        .data;
+    assert_eq!(blocked.len(), 50);
+    assert!(
+        blocked
+            .iter()
+            .all(|n| n.reason.as_deref() == Some("quota_exceeded"))
+    );
+    let sent = standin.to("/emails");
+    assert_eq!(
+        sent[3].json()["text"]
+            .as_str()
+            .map(|t| t.starts_with("Hi Guest3, table 3")),
+        Some(true),
+        "per-recipient data"
+    );
+    // One bad recipient refuses the whole request, naming it, and creates nothing.
+    let bad = vec![
+        (email_to("ok@example.com"), None),
+        (
+            Recipient {
+                email: Some("not-an-address".into()),
+                ..Default::default()
+            },
+            None,
+        ),
+    ];
+    let Err(wedsync_store::StoreError::Invalid(e)) =
+        c.store.create_bulk(&c.org, message, bad).await
+    else {
+        panic!("refused")
+    };
+    assert!(e.0[0].field.starts_with("recipients[1].to.email"), "{e:?}");
+    assert_eq!(
+        c.store
+            .list_notifications(
+                &c.org,
+                &NotificationFilter::default(),
+                &PageRequest {
+                    limit: Some(100),
+                    after: Some(ids[59].to_string())
+                }
+            )
+            .await
+            .expect("list")
+            .data
+            .len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn smtp_with_starttls_verifies_the_servers_certificate() {
+    let c = ctx("2027-06-15T10:00:00Z", "professional").await;
+    let (mailbox, addr) = smtp_server_with(mailin_embedded::SslConfig::SelfSigned {
+        cert_path: fixture("server.pem"),
+        key_path: fixture("server.key"),
+    });
+    let ca = std::fs::read_to_string(fixture("ca.pem")).expect("ca");
+    // Without our CA the certificate is not trusted: nothing is sent in the clear, the
+    // provider fails and the message waits for a retry.
+    c.provider(
+        NotifyChannel::Email,
+        "smtp",
+        json!({ "host": "localhost", "port": addr.port(), "tls": "starttls", "from": "hello@lenslace.example" }),
+        json!({}),
+    )
+    .await;
+    let first = c.email("alex@example.com", false).await;
+    c.drain().await;
+    let (n, history) = c.get(&first).await;
+    assert_eq!(
+        (n.status.as_str(), n.reason.as_deref()),
+        ("queued", Some("providers_unavailable")),
+        "{history:?}"
+    );
+    assert!(mailbox.messages.lock().expect("lock").is_empty());
+
+    // Trusting the private CA, STARTTLS goes through.
+    c.provider(
+        NotifyChannel::Email,
+        "smtp",
+        json!({ "host": "localhost", "port": addr.port(), "tls": "starttls", "from": "hello@lenslace.example", "ca_pem": ca }),
+        json!({}),
+    )
+    .await;
+    let second = c.email("sam@example.com", false).await;
+    c.drain().await;
+    assert_eq!(c.get(&second).await.0.status, "sent");
+    let messages = mailbox.messages.lock().expect("lock").clone();
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].0, vec!["sam@example.com".to_owned()]);
 }
