@@ -60,6 +60,62 @@ impl NotifyChannel {
     }
 }
 
+/// A browser's Web Push subscription, as `PushSubscription.toJSON()` gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushSubscription {
+    /// The push service URL for this browser.
+    pub endpoint: String,
+    /// The subscription's keys.
+    pub keys: PushKeys,
+    /// When the subscription expires, if the browser said (ms since the epoch).
+    #[serde(
+        default,
+        rename = "expirationTime",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub expiration_time: Option<i64>,
+}
+
+/// The keys of a [`PushSubscription`], base64url.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushKeys {
+    /// The browser's P-256 public key (65 bytes uncompressed).
+    pub p256dh: String,
+    /// The 16-byte authentication secret.
+    pub auth: String,
+}
+
+impl PushSubscription {
+    /// Checks the endpoint is an http(s) URL and the keys have the right lengths.
+    pub fn validate(&self, field: &str, errors: &mut ValidationErrors) {
+        use base64::Engine as _;
+        let decode = |s: &str| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s.trim_end_matches('='))
+                .ok()
+        };
+        if !(self.endpoint.starts_with("https://") || self.endpoint.starts_with("http://"))
+            || self.endpoint.len() > 2048
+        {
+            errors.add(
+                format!("{field}.endpoint"),
+                "an http(s) URL of at most 2048 characters",
+            );
+        }
+        if decode(&self.keys.p256dh).is_none_or(|k| k.len() != 65) {
+            errors.add(
+                format!("{field}.keys.p256dh"),
+                "base64url of a 65-byte P-256 public key",
+            );
+        }
+        if decode(&self.keys.auth).is_none_or(|k| k.len() != 16) {
+            errors.add(format!("{field}.keys.auth"), "base64url of 16 bytes");
+        }
+    }
+}
+
 /// How serious a message is, from least to most.
 #[derive(
     Debug,

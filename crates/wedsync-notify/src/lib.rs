@@ -7,6 +7,7 @@
 //!   Resend, Mailgun, Twilio, Slack, Teams, Discord, PagerDuty, a generic webhook.
 //! - [`templates`]: MiniJinja templates with fuel and size limits, the wedding context.
 //! - [`email`]: MIME building and SMTP (pooled, STARTTLS or TLS) through lettre.
+//! - [`push`]: Web Push (RFC 8291 encryption, VAPID) with the hub's derived key pair.
 //! - [`links`]: signed one-click unsubscribe, open-pixel and click-redirect links.
 //! - [`worker`]: the `notify.send` and `notify.escalate` jobs: the gate, quota claims,
 //!   provider failover with circuit breakers, retries and the email-to-SMS fallback.
@@ -18,5 +19,6 @@ pub mod alerts;
 pub mod catalog;
 pub mod email;
 pub mod links;
+pub mod push;
 pub mod templates;
 pub mod worker;

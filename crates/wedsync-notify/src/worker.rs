@@ -77,6 +77,7 @@ pub struct Notifier {
     http: GuardedClient,
     smtp: SmtpPool,
     links: Option<Links>,
+    vapid: Option<crate::push::Vapid>,
     policy: NotifyPolicy,
     inbox: broadcast::Sender<InboxEvent>,
 }
@@ -90,12 +91,14 @@ impl std::fmt::Debug for Notifier {
 impl Notifier {
     /// A notifier sending through `http` (the SSRF-guarded client) and `smtp`, with links
     /// signed by `links` (none: no unsubscribe or tracking links, e.g. without a public URL),
+    /// Web Push signed by `vapid` (none: push messages fail with `no_provider`),
     /// publishing in-app messages on `inbox` (shared with the server's streams).
     pub fn new(
         store: Store,
         http: GuardedClient,
         smtp: SmtpPool,
         links: Option<Links>,
+        vapid: Option<crate::push::Vapid>,
         policy: NotifyPolicy,
         inbox: Option<broadcast::Sender<InboxEvent>>,
     ) -> Result<Arc<Self>, crate::catalog::CatalogError> {
@@ -106,6 +109,7 @@ impl Notifier {
             http,
             smtp,
             links,
+            vapid,
             policy,
             inbox,
         }))
@@ -365,6 +369,9 @@ impl Notifier {
                 delivered: true,
             });
         }
+        if channel == NotifyChannel::Push {
+            return Ok(self.send_push(work, &rendered, now).await);
+        }
         if work.providers.is_empty() {
             return Ok(Outcome::Failed {
                 reason: Reason::NoProvider,
@@ -435,6 +442,21 @@ impl Notifier {
                 }
             }
         }
+        Ok(self.retry_or_fail(work, &rendered, last_error, retry_after, now))
+    }
+
+    /// Every way of sending failed for now: retry on the policy's schedule, or give up (and
+    /// fall back).
+    fn retry_or_fail(
+        &self,
+        work: &NotifyWork,
+        rendered: &Rendered,
+        last_error: String,
+        retry_after: Option<TimeDelta>,
+        now: DateTime<Utc>,
+    ) -> Outcome {
+        let n = &work.notification;
+        let channel = n.channel;
         let attempts = u32::try_from(n.attempts).unwrap_or(0) + 1;
         match self.policy.retry.decide(
             attempts,
@@ -446,18 +468,129 @@ impl Notifier {
             },
             rand::random::<f64>(),
         ) {
-            Decision::RetryAt(until) => Ok(Outcome::Retry {
+            Decision::RetryAt(until) => Outcome::Retry {
                 until,
                 detail: format!(
                     "every {channel} provider failed ({last_error}); retrying at {}",
                     until.to_rfc3339()
                 ),
-            }),
-            Decision::GiveUp { reason } => Ok(Outcome::Failed {
+            },
+            Decision::GiveUp { reason } => Outcome::Failed {
                 reason: Reason::ProvidersUnavailable,
                 detail: format!("gave up: {reason}; last error: {last_error}"),
-                fallback: self.fallback(work, &rendered),
-            }),
+                fallback: self.fallback(work, rendered),
+            },
+        }
+    }
+
+    /// Web Push: the payload encrypted for the browser and signed with the hub's VAPID key.
+    async fn send_push(&self, work: &NotifyWork, r: &Rendered, now: DateTime<Utc>) -> Outcome {
+        let n = &work.notification;
+        let Some(vapid) = &self.vapid else {
+            return Outcome::Failed {
+                reason: Reason::NoProvider,
+                detail: "web push needs the hub's VAPID key, derived from the master key".into(),
+                fallback: None,
+            };
+        };
+        let Some(subscription) = &n.to.push else {
+            return Outcome::Failed {
+                reason: Reason::NoAddress,
+                detail: "no push subscription".into(),
+                fallback: None,
+            };
+        };
+        // Push services take at most 4 KiB of encrypted payload.
+        let clip = |s: &str, max: usize| -> String {
+            if s.len() <= max {
+                return s.to_owned();
+            }
+            let mut end = max;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}…", &s[..end])
+        };
+        let payload = json!({
+            "id": n.id,
+            "title": clip(r.subject.as_deref().unwrap_or(&work.org.name), 200),
+            "body": clip(&r.text, 2500),
+            "severity": n.severity,
+            "url": work.data.get("url"),
+            "tag": n.alert_id.map(|a| a.to_string()).unwrap_or_else(|| n.id.to_string()),
+        });
+        let ttl = if work.urgent {
+            std::time::Duration::from_secs(60 * 60)
+        } else {
+            std::time::Duration::from_secs(24 * 60 * 60)
+        };
+        let fail = |detail: String| Outcome::Failed {
+            reason: Reason::Rejected,
+            detail,
+            fallback: None,
+        };
+        let request = match vapid.request(subscription, payload.to_string().as_bytes(), ttl) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let Ok(url) = reqwest::Url::parse(&request.url) else {
+            return fail("the push endpoint is not a URL".into());
+        };
+        let mut builder = match self.http.post(url) {
+            Ok(b) => b,
+            Err(refusal) => return fail(format!("refused: {refusal}")),
+        };
+        for (k, v) in &request.headers {
+            builder = builder.header(k, v);
+        }
+        let urgency = if work.urgent { "high" } else { "normal" };
+        let sent = builder
+            .header("Urgency", urgency)
+            .body(request.body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(refusal) = refusal_of(&e) {
+                    return fail(format!("refused: {refusal}"));
+                }
+                let reason = if e.is_timeout() {
+                    "timeout"
+                } else {
+                    "connection failed"
+                };
+                return self.retry_or_fail(work, r, format!("push service: {reason}"), None, now);
+            }
+        };
+        let status = response.status().as_u16();
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let location = header(reqwest::header::LOCATION);
+        let retry_after = header(reqwest::header::RETRY_AFTER)
+            .and_then(|v| wedsync_core::retry::parse_retry_after(&v, now));
+        match status {
+            200..=299 => Outcome::Sent {
+                provider_id: None,
+                provider_message_id: location,
+                delivered: false,
+            },
+            404 | 410 => fail(format!(
+                "the browser's push subscription has expired ({status}); ask for a new one"
+            )),
+            408 | 425 | 429 | 500..=599 => self.retry_or_fail(
+                work,
+                r,
+                format!("push service answered {status}"),
+                retry_after,
+                now,
+            ),
+            _ => fail(format!("the push service refused it ({status})")),
         }
     }
 

@@ -105,6 +105,8 @@ pub struct NotifyState {
     pub inbox: tokio::sync::broadcast::Sender<wedsync_notify::worker::InboxEvent>,
     /// The wedding calendar alerts are raised under.
     pub calendar: wedsync_core::calendar::CalendarRules,
+    /// The hub's VAPID public key, for browsers subscribing to Web Push.
+    pub vapid_public_key: Option<String>,
 }
 
 impl AppState {
@@ -129,6 +131,14 @@ impl AppState {
             ),
             links,
             inbox: tokio::sync::broadcast::channel(1024).0,
+            vapid_public_key: store
+                .derived_key(wedsync_notify::push::KEY_LABEL)
+                .ok()
+                .and_then(|seed| {
+                    wedsync_notify::push::Vapid::from_seed(&seed, "mailto:postmaster@localhost")
+                        .ok()
+                })
+                .map(|v| v.public_key().to_owned()),
             calendar: wedsync_core::calendar::CalendarRules::default(),
         };
         Self {

@@ -74,6 +74,9 @@ pub struct Recipient {
     /// organisation's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
+    /// The browser's Web Push subscription (`PushSubscription.toJSON()`), for `push`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<wedsync_core::notify::PushSubscription>,
 }
 
 impl Recipient {
@@ -91,6 +94,15 @@ impl Recipient {
             self.phone =
                 wedsync_core::couple::parse_phone(errors, &format!("{field}.phone"), &phone);
         }
+        if let Some(p) = &self.push {
+            p.validate(&format!("{field}.push"), errors);
+        }
+        if channel == NotifyChannel::Push && self.push.is_none() {
+            errors.add(
+                format!("{field}.push"),
+                "push needs the browser's subscription (PushSubscription.toJSON())",
+            );
+        }
         if let Some(zone) = &self.time_zone
             && wedsync_core::org::TimeZone::parse(zone).is_err()
         {
@@ -103,7 +115,8 @@ impl Recipient {
                 .as_ref()
                 .map(|e| format!("email:{}", e.to_lowercase())),
             NotifyChannel::Sms => self.phone.as_ref().map(|p| format!("sms:{p}")),
-            NotifyChannel::InApp | NotifyChannel::Push => None,
+            NotifyChannel::Push => self.push.as_ref().map(|p| format!("push:{}", p.endpoint)),
+            NotifyChannel::InApp => None,
             _ => Some(format!("channel:{channel}")),
         };
         if let Some(id) = &self.id {
@@ -118,6 +131,7 @@ impl Recipient {
                 let needs = match channel {
                     NotifyChannel::Email => "an email address",
                     NotifyChannel::Sms => "a phone number",
+                    NotifyChannel::Push => "a push subscription",
                     _ => "an id (the member or person whose inbox it is)",
                 };
                 if errors.0.iter().all(|e| !e.field.starts_with(field)) {

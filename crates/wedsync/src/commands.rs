@@ -642,6 +642,12 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
         .context("cannot build the notification HTTP client")?,
         wedsync_notify::email::SmtpPool::new(settings.ssrf_policy()),
         state.notify.links.clone(),
+        store
+            .derived_key(wedsync_notify::push::KEY_LABEL)
+            .ok()
+            .map(|seed| wedsync_notify::push::Vapid::from_seed(&seed, &settings.vapid_subject()))
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("notify.vapid_subject: {e}"))?,
         settings.notify_policy(),
         Some(state.notify.inbox.clone()),
     )

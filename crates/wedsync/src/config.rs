@@ -65,6 +65,7 @@ breaker_cool_down_seconds = 300
 
 [notify]
 public_url = ""
+vapid_subject = ""
 concurrency = 32
 quota_window_hours = 24
 per_recipient_per_hour = 20
@@ -153,6 +154,9 @@ pub struct NotifySettings {
     /// The hub's public URL (`https://hub.example`), for one-click unsubscribe, open-pixel
     /// and click links in emails; empty: emails carry none of them.
     pub public_url: String,
+    /// The contact push services see in VAPID signatures (`mailto:` or `https:`); empty: the
+    /// public URL when it is https, else `mailto:postmaster@localhost`.
+    pub vapid_subject: String,
     /// Notification sends in flight on this node.
     pub concurrency: u32,
     /// The rolling window tier quotas count over (product rules: 24 hours).
@@ -450,6 +454,16 @@ impl Settings {
         if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
             return fail("notify.public_url", "must be an http(s) URL".into());
         }
+        let subject = &self.notify.vapid_subject;
+        if !(subject.is_empty()
+            || subject.starts_with("mailto:")
+            || subject.starts_with("https://"))
+        {
+            return fail(
+                "notify.vapid_subject",
+                "must be a mailto: or https: URL".into(),
+            );
+        }
         if self.inbound.route_concurrency == 0 {
             return fail("inbound.route_concurrency", "must be above 0".into());
         }
@@ -532,6 +546,18 @@ impl Settings {
         policy.breaker.cool_down =
             chrono::TimeDelta::seconds(i64::from(n.breaker_cool_down_seconds));
         policy
+    }
+
+    /// The VAPID subject (validated by [`Settings::load`]).
+    pub fn vapid_subject(&self) -> String {
+        let n = &self.notify;
+        if !n.vapid_subject.is_empty() {
+            n.vapid_subject.clone()
+        } else if n.public_url.starts_with("https://") {
+            n.public_url.clone()
+        } else {
+            "mailto:postmaster@localhost".into()
+        }
     }
 
     /// The public URL for links in emails, when one is set.

@@ -237,6 +237,15 @@ async fn ctx_with(start: &str, tier: &str, policy: NotifyPolicy) -> Ctx {
         GuardedClient::new(ssrf.clone(), ClientOptions::default()).expect("client"),
         SmtpPool::new(ssrf),
         Some(links.clone()),
+        Some(
+            wedsync_notify::push::Vapid::from_seed(
+                &store
+                    .derived_key(wedsync_notify::push::KEY_LABEL)
+                    .expect("key"),
+                "mailto:ops@lenslace.example",
+            )
+            .expect("vapid"),
+        ),
         policy,
         None,
     )
@@ -1506,4 +1515,146 @@ async fn smtp_with_starttls_verifies_the_servers_certificate() {
     let messages = mailbox.messages.lock().expect("lock").clone();
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0].0, vec!["sam@example.com".to_owned()]);
+}
+
+#[tokio::test]
+async fn web_push_is_encrypted_for_the_browser_and_signed_with_vapid() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use web_push_native::jwt_simple::prelude::*;
+    use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint as _;
+
+    let c = ctx("2027-06-15T10:00:00Z", "starter").await;
+    let (standin, base) = StandIn::start().await;
+    standin.answer("/push/", 201, "");
+    // The browser's side of a subscription: a P-256 key pair and a 16-byte auth secret.
+    let ua_secret =
+        web_push_native::p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()).expect("scalar");
+    let auth: [u8; 16] = rand::random();
+    let subscription = json!({
+        "endpoint": format!("{base}/push/sub-1"),
+        "keys": {
+            "p256dh": URL_SAFE_NO_PAD.encode(ua_secret.public_key().to_encoded_point(false).as_bytes()),
+            "auth": URL_SAFE_NO_PAD.encode(auth),
+        }
+    });
+    let id = c
+        .send(NotificationInput {
+            channel: Some(NotifyChannel::Push),
+            to: serde_json::from_value(json!({ "id": "mem_owner", "push": subscription }))
+                .expect("recipient"),
+            subject: Some("New enquiry".into()),
+            text: Some("Alex & Sam asked about {{ day }}".into()),
+            data: Some(json!({ "day": "18 September", "url": "https://app.example/enquiries/1" })),
+            ..Default::default()
+        })
+        .await;
+    c.drain().await;
+    let (n, history) = c.get(&id).await;
+    assert_eq!(n.status, "sent", "{history:?}");
+    let got = standin.to("/push/sub-1");
+    assert_eq!(got.len(), 1);
+    let req = &got[0];
+    assert_eq!(req.header("content-encoding"), "aes128gcm");
+    assert_eq!(req.header("ttl"), "86400");
+    assert_eq!(req.header("urgency"), "normal");
+    // Authorization: vapid t=<JWT>, k=<public key> (RFC 8292), signed by the hub's key.
+    let vapid = wedsync_notify::push::Vapid::from_seed(
+        &c.store
+            .derived_key(wedsync_notify::push::KEY_LABEL)
+            .expect("key"),
+        "mailto:ops@lenslace.example",
+    )
+    .expect("vapid");
+    let auth_header = req.header("authorization");
+    assert_eq!(req.headers.get_all("authorization").iter().count(), 1);
+    let rest = auth_header.strip_prefix("vapid t=").expect("vapid scheme");
+    let (token, k) = rest.split_once(", k=").expect("t and k");
+    assert_eq!(k, vapid.public_key());
+    let public = ES256PublicKey::from_bytes(&URL_SAFE_NO_PAD.decode(k).expect("b64")).expect("key");
+    let claims = public
+        .verify_token::<NoCustomClaims>(
+            token,
+            Some(VerificationOptions {
+                time_tolerance: Some(Duration::from_days(3650)),
+                ..Default::default()
+            }),
+        )
+        .expect("a valid VAPID signature");
+    assert_eq!(
+        claims
+            .audiences
+            .expect("aud")
+            .into_string()
+            .expect("one audience"),
+        base,
+        "aud is the push service's origin"
+    );
+    assert_eq!(
+        claims.subject.as_deref(),
+        Some("mailto:ops@lenslace.example")
+    );
+    // Only the browser can read the payload.
+    let auth_array = web_push_native::Auth::from(auth);
+    let plain =
+        web_push_native::decrypt(req.body.to_vec(), &ua_secret, &auth_array).expect("decrypts");
+    let payload: Value = serde_json::from_slice(&plain).expect("json");
+    assert_eq!(payload["title"], "New enquiry");
+    assert_eq!(payload["body"], "Alex & Sam asked about 18 September");
+    assert_eq!(payload["url"], "https://app.example/enquiries/1");
+    assert_eq!(payload["id"], id);
+
+    // A subscription the push service no longer knows fails for good, saying so.
+    standin.answer("/push/", 410, "");
+    let gone = c
+        .send(NotificationInput {
+            channel: Some(NotifyChannel::Push),
+            to: serde_json::from_value(json!({ "id": "mem_owner", "push": subscription }))
+                .expect("recipient"),
+            text: Some("again".into()),
+            ..Default::default()
+        })
+        .await;
+    c.drain().await;
+    let (n, _) = c.get(&gone).await;
+    assert_eq!(
+        (n.status.as_str(), n.reason.as_deref()),
+        ("failed", Some("rejected"))
+    );
+    assert!(
+        n.detail.as_deref().is_some_and(|d| d.contains("expired")),
+        "{n:?}"
+    );
+}
+
+#[tokio::test]
+async fn push_on_the_free_tier_stops_at_five_a_day() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use web_push_native::p256::elliptic_curve::sec1::ToEncodedPoint as _;
+    let c = ctx("2027-06-15T10:00:00Z", "free").await;
+    let (standin, base) = StandIn::start().await;
+    standin.answer("/push/", 201, "");
+    let ua =
+        web_push_native::p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()).expect("scalar");
+    let to: Recipient = serde_json::from_value(json!({ "push": {
+        "endpoint": format!("{base}/push/sub-2"),
+        "keys": { "p256dh": URL_SAFE_NO_PAD.encode(ua.public_key().to_encoded_point(false).as_bytes()), "auth": URL_SAFE_NO_PAD.encode([7u8; 16]) }
+    } }))
+    .expect("recipient");
+    for _ in 0..6 {
+        c.send(NotificationInput {
+            channel: Some(NotifyChannel::Push),
+            to: to.clone(),
+            text: Some("x".into()),
+            ..Default::default()
+        })
+        .await;
+    }
+    c.drain().await;
+    assert_eq!(standin.to("/push/").len(), 5);
+    assert_eq!(
+        c.listed("blocked").await[0].reason.as_deref(),
+        Some("quota_exceeded")
+    );
 }

@@ -41,6 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_providers, create_provider))
         .routes(routes!(delete_provider))
         .routes(routes!(get_settings, put_settings))
+        .routes(routes!(vapid_key))
         .routes(routes!(get_preferences, put_preferences))
         .routes(routes!(list_alerts, raise_alert))
         .routes(routes!(get_alert))
@@ -511,6 +512,29 @@ async fn put_settings(
         .put_notify_settings(&caller.0.org_id, &settings, &caller.actor())
         .await?;
     Ok(Json(settings))
+}
+
+/// The key browsers subscribe with.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct VapidKey {
+    /// Pass as `applicationServerKey` to `pushManager.subscribe()` (base64url, P-256).
+    pub public_key: String,
+}
+
+/// The hub's VAPID public key, for Web Push subscriptions; send the resulting
+/// `PushSubscription.toJSON()` as `to.push` with `"channel": "push"`.
+#[utoipa::path(get, path = "/v1/notification-settings/vapid", tag = "notifications",
+    responses((status = 200, body = VapidKey), (status = 503, body = Problem)))]
+async fn vapid_key(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<VapidKey>> {
+    caller.require(Role::Viewer)?;
+    match &state.notify.vapid_public_key {
+        Some(k) => Ok(Json(VapidKey {
+            public_key: k.clone(),
+        })),
+        None => Err(ApiError::unavailable(
+            "web push needs a master key, from which the VAPID key is derived",
+        )),
+    }
 }
 
 /// A recipient's preferences (key: `email:alex@example.com`, `sms:+44…`, or `id:<your id>`).
