@@ -313,6 +313,25 @@ impl Notifier {
                 });
             }
         }
+        // Per organisation and channel, when the organisation sets a pace.
+        if let Some(&per_minute) = work.settings.per_channel_per_minute.get(&channel)
+            && !n.emergency
+        {
+            let key = format!("notify:{}:{channel}", work.org.id);
+            let rate = Rate {
+                capacity: per_minute.max(1),
+                per: TimeDelta::minutes(1),
+            };
+            if let Err(wait) = self.store.rate_take(&key, &rate, 1).await? {
+                return Ok(Outcome::Deferred {
+                    until: now + wait,
+                    reason: Reason::RateLimited,
+                    detail: format!(
+                        "over the organisation's {per_minute} {channel} messages a minute"
+                    ),
+                });
+            }
+        }
         let limit = self.policy.quotas.limit(tier, channel);
         if limit.is_some() && !work.counted {
             match self

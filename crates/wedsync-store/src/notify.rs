@@ -465,6 +465,9 @@ pub struct Settings {
     pub sms_fallback: Option<bool>,
     /// Messages per recipient per hour, per channel (default 20).
     pub per_recipient_per_hour: Option<u32>,
+    /// Messages per minute for the whole organisation, by channel (`{"sms": 30}`), e.g. to
+    /// stay under a provider's own sending rate; over it, messages wait (`rate_limited`).
+    pub per_channel_per_minute: BTreeMap<NotifyChannel, u32>,
     /// Quiet hours for recipients with none of their own.
     pub default_quiet_hours: Option<QuietHours>,
 }

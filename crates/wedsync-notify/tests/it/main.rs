@@ -1658,3 +1658,80 @@ async fn push_on_the_free_tier_stops_at_five_a_day() {
         Some("quota_exceeded")
     );
 }
+
+#[tokio::test]
+async fn per_recipient_and_per_channel_rate_limits_defer_rather_than_drop() {
+    let c = ctx("2027-06-15T10:00:00Z", "enterprise").await;
+    let (standin, base) = StandIn::start().await;
+    standin.answer("/2010-04-01/", 201, r#"{"sid":"SM"}"#);
+    c.provider(
+        NotifyChannel::Sms,
+        "twilio",
+        json!({ "base_url": base, "account_sid": "AC1", "from": "+447700900001" }),
+        json!({ "auth_token": "t" }),
+    )
+    .await;
+    let settings = Settings {
+        per_recipient_per_hour: Some(2),
+        per_channel_per_minute: [(NotifyChannel::Sms, 3)].into(),
+        ..Default::default()
+    };
+    c.store
+        .put_notify_settings(&c.org, &settings, &operator())
+        .await
+        .expect("settings");
+    let sms = |phone: &str| NotificationInput {
+        channel: Some(NotifyChannel::Sms),
+        to: Recipient {
+            phone: Some(phone.into()),
+            ..Default::default()
+        },
+        text: Some("Reminder".into()),
+        ..Default::default()
+    };
+    // Three messages to one person: two go, the third waits for the hour's bucket.
+    let mut same = Vec::new();
+    for _ in 0..3 {
+        same.push(c.send(sms("+447700900123")).await);
+    }
+    c.drain().await;
+    let (third, _) = c.get(&same[2]).await;
+    assert_eq!(
+        (third.status.as_str(), third.reason.as_deref()),
+        ("deferred", Some("rate_limited"))
+    );
+    assert!(
+        third
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains("2 sms messages an hour")),
+        "{third:?}"
+    );
+    // Two more people: one goes (the organisation's third this minute), one waits a minute.
+    let a = c.send(sms("+447700900124")).await;
+    let b = c.send(sms("+447700900125")).await;
+    c.drain().await;
+    assert_eq!(c.get(&a).await.0.status, "sent");
+    let (waiting, _) = c.get(&b).await;
+    assert_eq!(
+        (waiting.status.as_str(), waiting.reason.as_deref()),
+        ("deferred", Some("rate_limited"))
+    );
+    assert!(waiting.due_at <= c.clock.now() + TimeDelta::minutes(1));
+    c.advance(TimeDelta::minutes(1));
+    c.drain().await;
+    assert_eq!(c.get(&b).await.0.status, "sent");
+    assert_eq!(
+        c.get(&same[2]).await.0.status,
+        "deferred",
+        "the person's hour is not over"
+    );
+    c.advance(TimeDelta::hours(1));
+    c.drain().await;
+    assert_eq!(
+        c.get(&same[2]).await.0.status,
+        "sent",
+        "sent once the hour allows, never dropped"
+    );
+    assert_eq!(standin.to("/2010-04-01/").len(), 5);
+}
