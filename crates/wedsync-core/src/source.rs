@@ -27,10 +27,13 @@ pub enum Provider {
     Zapier,
     /// Anything else signing with HMAC-SHA256 (configurable).
     Generic,
+    /// Twilio (`X-Twilio-Signature`), for SMS status callbacks.
+    Twilio,
 }
 string_enum!(Provider, "provider", [
     Stripe => "stripe", StandardWebhooks => "standard_webhooks", Svix => "svix", Hubspot => "hubspot",
-    Slack => "slack", Pagerduty => "pagerduty", Tave => "tave", Zapier => "zapier", Generic => "generic"
+    Slack => "slack", Pagerduty => "pagerduty", Tave => "tave", Zapier => "zapier", Generic => "generic",
+    Twilio => "twilio"
 ]);
 
 impl Provider {
@@ -38,7 +41,11 @@ impl Provider {
     pub fn issues_its_own_secret(&self) -> bool {
         matches!(
             self,
-            Provider::Stripe | Provider::Hubspot | Provider::Slack | Provider::Pagerduty
+            Provider::Stripe
+                | Provider::Hubspot
+                | Provider::Slack
+                | Provider::Pagerduty
+                | Provider::Twilio
         )
     }
 

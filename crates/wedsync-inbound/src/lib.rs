@@ -63,6 +63,7 @@ use std::fmt;
 use chrono::{DateTime, TimeDelta, Utc};
 
 pub use headers::Headers;
+pub use providers::twilio::sign as sign_twilio;
 pub use rejection::Rejection;
 pub use scheme::{Encoding, GenericHmac, Scheme};
 pub use secret::Secret;
@@ -158,6 +159,7 @@ pub fn verify<H: Headers + ?Sized>(
         Scheme::HubSpotV3 => providers::hubspot::prepare(request)?,
         Scheme::SlackV0 => providers::slack::prepare(request)?,
         Scheme::PagerDutyV3 => providers::pagerduty::prepare(request)?,
+        Scheme::Twilio => return providers::twilio::verify(request, secrets),
         Scheme::Generic(config) => providers::generic::prepare(config, request)?,
     };
 

@@ -35,6 +35,11 @@ pub enum Scheme {
     /// PagerDuty signs no timestamp, so no freshness check is possible.
     #[serde(rename = "pagerduty_v3")]
     PagerDutyV3,
+    /// Twilio: `X-Twilio-Signature` is base64 HMAC-SHA1, keyed with the account's
+    /// auth token, of the full URL Twilio called followed, for form posts, by every
+    /// parameter's name and value sorted by name. Twilio signs no timestamp.
+    #[serde(rename = "twilio")]
+    Twilio,
     /// Any other single-signature HMAC-SHA256 convention, described by
     /// [`GenericHmac`].
     #[serde(rename = "generic")]

@@ -168,6 +168,9 @@ fn signed_headers(
                 pair("X-Slack-Request-Timestamp", ts_text),
             ]
         }
+        // Not drawn by `scheme()`: for non-form bodies Twilio signs the URL alone, so the
+        // tampered-body property does not hold for it; its unit tests cover it instead.
+        Scheme::Twilio => vec![],
         Scheme::PagerDutyV3 => vec![pair(
             "X-PagerDuty-Signature",
             format!("v1={}", hmac_hex(key, body)),

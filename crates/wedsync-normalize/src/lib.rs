@@ -111,12 +111,14 @@ pub enum Provider {
     Zapier,
     /// Any other sender configured by a customer, with a free-form JSON or form body.
     Generic,
+    /// Twilio status callbacks (form posts with `MessageSid` and `MessageStatus`).
+    Twilio,
 }
 
 impl Provider {
     /// Every provider, in declaration order; handy for configuration screens and for tests
     /// that must cover each provider.
-    pub const ALL: [Provider; 9] = [
+    pub const ALL: [Provider; 10] = [
         Provider::Stripe,
         Provider::StandardWebhooks,
         Provider::Svix,
@@ -126,6 +128,7 @@ impl Provider {
         Provider::Tave,
         Provider::Zapier,
         Provider::Generic,
+        Provider::Twilio,
     ];
 
     /// The stable lowercase name used in `{provider}.raw` event types and dedupe keys.
@@ -140,6 +143,7 @@ impl Provider {
             Provider::Tave => "tave",
             Provider::Zapier => "zapier",
             Provider::Generic => "generic",
+            Provider::Twilio => "twilio",
         }
     }
 
@@ -232,5 +236,6 @@ pub fn normalize(input: &Input<'_>) -> Result<Normalized, NormalizeError> {
         Provider::Hubspot => providers::hubspot::normalize(input),
         Provider::StandardWebhooks | Provider::Svix => providers::standard::normalize(input),
         Provider::Tave | Provider::Zapier | Provider::Generic => providers::relay::normalize(input),
+        Provider::Twilio => providers::twilio::normalize(input),
     }
 }

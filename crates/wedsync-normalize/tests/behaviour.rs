@@ -52,7 +52,8 @@ fn provider_names_are_stable() {
             "pagerduty",
             "tave",
             "zapier",
-            "generic"
+            "generic",
+            "twilio"
         ]
     );
     assert_eq!(Provider::Svix.raw_event_type(), "svix.raw");

@@ -37,6 +37,12 @@ const fn case(
 
 const CASES: &[Case] = &[
     case(
+        "twilio_message_delivered",
+        Provider::Twilio,
+        FORM,
+        "twilio_message_delivered.form",
+    ),
+    case(
         "stripe_payment_intent_succeeded",
         Provider::Stripe,
         JSON,

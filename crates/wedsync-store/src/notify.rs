@@ -2421,10 +2421,11 @@ impl Store {
     }
 
     /// Applies a provider's delivery report that arrived through the inbound gateway to the
-    /// notification it names. Today: Resend's webhooks (sent through Svix, so a `svix`
-    /// source verifies them), `{"type": "email.delivered" | "email.bounced" | "email.opened"
-    /// | "email.clicked" | …, "data": {"email_id"}}`, kept as `svix.raw` events. Returns
-    /// whether a notification matched.
+    /// notification it names: Resend's webhooks (sent through Svix, so a `svix` source
+    /// verifies them), `{"type": "email.delivered" | "email.bounced" | "email.opened" |
+    /// "email.clicked" | …, "data": {"email_id"}}`, kept as `svix.raw` events; and Twilio's
+    /// status callbacks (`twilio.raw`, `MessageSid` and `MessageStatus` `delivered`,
+    /// `undelivered` or `failed`). Returns whether a notification matched.
     pub async fn apply_provider_status(&self, event_id: &str) -> StoreResult<bool> {
         let row = self
             .connection()
@@ -2436,11 +2437,30 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(false) };
         let event_type: String = row.try_get("", "event_type")?;
+        let data: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String>("", "data")?).unwrap_or_default();
+        let org: OrgId = parse_id(&row.try_get::<String>("", "org_id")?)?;
+        if event_type == "twilio.raw" {
+            let text = |k: &str| data.get(k).and_then(serde_json::Value::as_str);
+            let (Some(sid), Some(status)) = (text("MessageSid"), text("MessageStatus")) else {
+                return Ok(false);
+            };
+            let event = match status {
+                "delivered" => "delivered",
+                "undelivered" | "failed" => "failed",
+                _ => return Ok(false),
+            };
+            let detail = match text("ErrorCode") {
+                Some(code) => format!("reported by Twilio ({status}, error {code})"),
+                None => format!("reported by Twilio ({status})"),
+            };
+            return self
+                .notify_track(None, Some((&org, sid)), event, Some(&detail))
+                .await;
+        }
         if event_type != "svix.raw" && event_type != "standard_webhooks.raw" {
             return Ok(false);
         }
-        let data: serde_json::Value =
-            serde_json::from_str(&row.try_get::<String>("", "data")?).unwrap_or_default();
         let (Some(kind), Some(email_id)) = (
             data.get("type").and_then(serde_json::Value::as_str),
             data.pointer("/data/email_id")
@@ -2456,7 +2476,6 @@ impl Store {
             "email.clicked" => "clicked",
             _ => return Ok(false),
         };
-        let org: OrgId = parse_id(&row.try_get::<String>("", "org_id")?)?;
         let detail = format!("reported by the provider ({kind})");
         self.notify_track(None, Some((&org, email_id)), event, Some(&detail))
             .await

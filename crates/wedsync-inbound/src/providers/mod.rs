@@ -17,6 +17,7 @@ pub(crate) mod pagerduty;
 pub(crate) mod slack;
 pub(crate) mod standard_webhooks;
 pub(crate) mod stripe;
+pub(crate) mod twilio;
 
 /// A parsed delivery, ready for the timestamp and signature checks.
 #[derive(Debug)]

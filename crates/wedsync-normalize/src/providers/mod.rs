@@ -7,3 +7,4 @@ pub(crate) mod relay;
 pub(crate) mod slack;
 pub(crate) mod standard;
 pub(crate) mod stripe;
+pub(crate) mod twilio;

@@ -1735,3 +1735,151 @@ async fn per_recipient_and_per_channel_rate_limits_defer_rather_than_drop() {
     );
     assert_eq!(standin.to("/2010-04-01/").len(), 5);
 }
+
+#[tokio::test]
+async fn twilio_status_callbacks_are_verified_normalised_and_mark_the_sms() {
+    let c = ctx("2027-06-15T10:00:00Z", "professional").await;
+    let (standin, base) = StandIn::start().await;
+    standin.answer(
+        "/2010-04-01/",
+        201,
+        r#"{"sid":"SM5ef8732a3c49700934481addd5ce1659"}"#,
+    );
+    // The source Twilio reports to; its secret is the account's auth token.
+    let new = wedsync_store::sources::NewSource::parse(
+        "Twilio",
+        wedsync_core::source::Provider::Twilio,
+        wedsync_store::sources::SourceConfig {
+            generic: None,
+            ip_allowlist: vec![],
+            rate_per_minute: 100,
+            tolerance_seconds: 300,
+        },
+        Some("twilio-auth-token".into()),
+    )
+    .expect("valid");
+    let (source, _) = c
+        .store
+        .create_source(&c.org, new, &operator())
+        .await
+        .expect("source");
+    let callback = format!("https://hub.example/v1/inbound/{}", source.id);
+    c.provider(
+        NotifyChannel::Sms,
+        "twilio",
+        json!({ "base_url": base, "account_sid": "AC1", "from": "+447700900001", "status_callback": callback }),
+        json!({ "auth_token": "twilio-auth-token" }),
+    )
+    .await;
+    let id = c
+        .send(NotificationInput {
+            channel: Some(NotifyChannel::Sms),
+            to: Recipient {
+                phone: Some("+447700900123".into()),
+                ..Default::default()
+            },
+            text: Some("Your florist is on the way".into()),
+            ..Default::default()
+        })
+        .await;
+    c.drain().await;
+    let sent = standin.to("/2010-04-01/");
+    assert!(
+        sent[0]
+            .form()
+            .contains(&("StatusCallback".into(), callback.clone()))
+    );
+
+    // Twilio's callback, signed as Twilio signs it, through the real verifier and normaliser.
+    let body = "MessageStatus=delivered&To=%2B447700900123&MessageSid=SM5ef8732a3c49700934481addd5ce1659&AccountSid=AC1&From=%2B447700900001";
+    let mut headers = vec![(
+        "content-type".to_owned(),
+        "application/x-www-form-urlencoded".to_owned(),
+    )];
+    let unsigned = wedsync_inbound::InboundRequest {
+        method: "POST",
+        url: &callback,
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let signature = wedsync_inbound::sign_twilio(
+        &wedsync_inbound::Secret::from_str("twilio-auth-token"),
+        &unsigned,
+    );
+    headers.push(("x-twilio-signature".to_owned(), signature));
+    let request = wedsync_inbound::InboundRequest {
+        method: "POST",
+        url: &callback,
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    wedsync_inbound::verify(
+        &wedsync_inbound::Scheme::Twilio,
+        &request,
+        &[wedsync_inbound::Secret::from_str("twilio-auth-token")],
+        c.clock.now(),
+        wedsync_inbound::DEFAULT_TOLERANCE,
+    )
+    .expect("verified");
+    let normalized = wedsync_normalize::normalize(&wedsync_normalize::Input {
+        provider: wedsync_normalize::Provider::Twilio,
+        content_type: "application/x-www-form-urlencoded",
+        body: body.as_bytes(),
+        delivery_id: None,
+        received_at: c.clock.now(),
+        event_id_pointer: None,
+    })
+    .expect("normalised");
+    assert_eq!(
+        normalized.dedupe_key,
+        "twilio:SM5ef8732a3c49700934481addd5ce1659:delivered"
+    );
+    let events = normalized
+        .events
+        .into_iter()
+        .map(|e| wedsync_store::inbound::NewEvent {
+            event_type: e.event_type,
+            subject: e.subject,
+            time: e.time,
+            data: e.data,
+            couple_ref: e.couple_ref,
+            booking_ref: e.booking_ref,
+        })
+        .collect();
+    c.store
+        .ingest(
+            wedsync_store::inbound::IncomingRequest {
+                source_id: source.id,
+                org_id: c.org,
+                headers: vec![],
+                content_type: "application/x-www-form-urlencoded".into(),
+                body: body.as_bytes().to_vec(),
+                dedupe_key: normalized.dedupe_key,
+            },
+            events,
+        )
+        .await
+        .expect("ingest");
+    let route = wedsync_store::inbound::route_handler(c.store.clone());
+    for job in c
+        .store
+        .claim(
+            "test",
+            wedsync_store::inbound::ROUTE_KIND,
+            10,
+            TimeDelta::minutes(1),
+        )
+        .await
+        .expect("claim")
+    {
+        route.run(job).await.expect("route");
+    }
+    let (n, history) = c.get(&id).await;
+    assert_eq!(n.status, "delivered");
+    assert!(
+        history
+            .iter()
+            .any(|h| h.detail.as_deref() == Some("reported by Twilio (delivered)")),
+        "{history:?}"
+    );
+}

@@ -90,6 +90,7 @@ fn scheme_for(
         Provider::Hubspot => Scheme::HubSpotV3,
         Provider::Slack => Scheme::SlackV0,
         Provider::Pagerduty => Scheme::PagerDutyV3,
+        Provider::Twilio => Scheme::Twilio,
         Provider::Tave | Provider::Zapier | Provider::Generic => {
             let g = generic
                 .ok_or_else(|| ApiError::unavailable("the source has no signature description"))?;
@@ -121,6 +122,7 @@ fn normalize_provider(provider: Provider) -> wedsync_normalize::Provider {
         Provider::Tave => N::Tave,
         Provider::Zapier => N::Zapier,
         Provider::Generic => N::Generic,
+        Provider::Twilio => N::Twilio,
     }
 }
 
