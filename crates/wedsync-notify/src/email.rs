@@ -237,10 +237,9 @@ fn transport(s: &SmtpSettings) -> Result<Transport, String> {
 }
 
 /// SMTP transports, one pool per provider, rebuilt when its settings change.
-#[derive(Default)]
 pub struct SmtpPool {
     transports: Mutex<HashMap<ProviderId, (SmtpSettings, Transport)>>,
-    policy: Option<SsrfPolicy>,
+    policy: SsrfPolicy,
 }
 
 impl std::fmt::Debug for SmtpPool {
@@ -254,7 +253,7 @@ impl SmtpPool {
     pub fn new(policy: SsrfPolicy) -> Self {
         Self {
             transports: Mutex::default(),
-            policy: Some(policy),
+            policy,
         }
     }
 
@@ -277,18 +276,16 @@ impl SmtpPool {
     /// Sends `email` through provider `p`.
     pub async fn send(&self, p: &ProviderWork, email: &Email) -> SmtpResult {
         let settings = settings_of(p);
-        if let Some(policy) = &self.policy {
-            match tokio::net::lookup_host((settings.host.as_str(), settings.port)).await {
-                Ok(addrs) => {
-                    for addr in addrs {
-                        if let Err(refusal) = policy.check_ip(addr.ip()) {
-                            return SmtpResult::Permanent(format!("smtp host refused: {refusal}"));
-                        }
+        match tokio::net::lookup_host((settings.host.as_str(), settings.port)).await {
+            Ok(addrs) => {
+                for addr in addrs {
+                    if let Err(refusal) = self.policy.check_ip(addr.ip()) {
+                        return SmtpResult::Permanent(format!("smtp host refused: {refusal}"));
                     }
                 }
-                Err(e) => {
-                    return SmtpResult::Transient(format!("resolving {}: {e}", settings.host));
-                }
+            }
+            Err(e) => {
+                return SmtpResult::Transient(format!("resolving {}: {e}", settings.host));
             }
         }
         let message = match build(email) {

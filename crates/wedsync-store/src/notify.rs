@@ -1264,6 +1264,36 @@ impl Store {
         Ok(paginate(items, limit, |n| n.id.to_string()))
     }
 
+    /// In-app messages for `recipient_key` delivered after `(since, after_id)`, in delivery
+    /// order: what an inbox stream has not shown yet. Reading by delivery time (not id) keeps
+    /// a message created earlier but held by quiet hours from being skipped.
+    pub async fn inbox_delivered_since(
+        &self,
+        org: &OrgId,
+        recipient_key: &str,
+        since: DateTime<Utc>,
+        after_id: &str,
+        limit: u64,
+    ) -> StoreResult<Vec<Notification>> {
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT * FROM notifications WHERE org_id = $1 AND recipient_key = $2 AND channel = 'in_app' \
+                 AND status = 'delivered' AND (delivered_at > $3 OR (delivered_at = $3 AND id > $4)) \
+                 ORDER BY delivered_at, id LIMIT $5",
+                vec![
+                    org.to_string().into(),
+                    recipient_key.into(),
+                    to_micros(since).into(),
+                    after_id.into(),
+                    i64::try_from(limit).unwrap_or(100).into(),
+                ],
+            ))
+            .await?;
+        rows.iter().map(to_notification).collect()
+    }
+
     /// Everything needed to send notification `id`; `None` when it no longer exists.
     pub async fn notify_work(&self, id: &str) -> StoreResult<Option<NotifyWork>> {
         let db = self.connection();

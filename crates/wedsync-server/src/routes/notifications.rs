@@ -778,12 +778,14 @@ pub struct InboxStreamQuery {
 }
 
 /// New in-app messages for a recipient, live (Server-Sent Events, one JSON notification
-/// per `data:`), as soon as the worker stores them on this node.
+/// per `data:`, `id:` set so a reconnecting client resumes with `Last-Event-ID`). Messages
+/// stored on this node arrive at once; from other nodes within a second.
 #[utoipa::path(get, path = "/v1/inbox/stream", tag = "notifications", params(InboxStreamQuery),
     responses((status = 200, description = "text/event-stream of notifications")))]
 async fn stream_inbox(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<InboxStreamQuery>,
 ) -> ApiResult<
     axum::response::sse::Sse<
@@ -792,27 +794,62 @@ async fn stream_inbox(
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
     caller.require(Role::Viewer)?;
-    let org = caller.0.org_id.to_string();
+    let org = caller.0.org_id;
     let key = format!("id:{}", q.recipient);
+    // Resume after the last message the client saw (its delivery time and id), else now.
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once('/'))
+        .and_then(|(micros, id)| {
+            Some((
+                wedsync_core::clock::from_micros(micros.parse().ok()?),
+                id.to_owned(),
+            ))
+        });
+    let cursor = resume.unwrap_or_else(|| (state.clock.now(), String::new()));
     let rx = state.notify.inbox.subscribe();
-    let stream = futures_util::stream::unfold(rx, move |mut rx| {
-        let (org, key) = (org.clone(), key.clone());
-        async move {
-            loop {
-                match rx.recv().await {
-                    Ok(e) if e.org_id == org && e.recipient_key == key => {
+    let initial = (
+        state,
+        cursor,
+        std::collections::VecDeque::<Notification>::new(),
+        rx,
+    );
+    let stream =
+        futures_util::stream::unfold(initial, move |(state, mut cursor, mut pending, mut rx)| {
+            let key = key.clone();
+            async move {
+                loop {
+                    if let Some(n) = pending.pop_front() {
+                        let at = n.delivered_at.unwrap_or(cursor.0);
+                        cursor = (at, n.id.to_string());
                         let event = Event::default()
+                            .id(format!("{}/{}", wedsync_core::clock::to_micros(at), n.id))
                             .event("notification")
-                            .json_data(&e.notification)
+                            .json_data(&n)
                             .unwrap_or_else(|_| Event::default().comment("unserialisable"));
-                        return Some((Ok(event), rx));
+                        return Some((Ok(event), (state, cursor, pending, rx)));
                     }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    match state
+                        .store
+                        .inbox_delivered_since(&org, &key, cursor.0, &cursor.1, 100)
+                        .await
+                    {
+                        Ok(found) if !found.is_empty() => pending.extend(found),
+                        Ok(_) => {
+                            // Woken at once by this node's worker, or polling for other nodes'.
+                            let _ =
+                                tokio::time::timeout(std::time::Duration::from_secs(1), rx.recv())
+                                    .await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "inbox stream could not read messages");
+                            return None;
+                        }
+                    }
                 }
             }
-        }
-    });
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 

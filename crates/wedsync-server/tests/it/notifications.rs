@@ -332,3 +332,89 @@ async fn the_acknowledge_button_in_slack_acknowledges_the_alert_through_the_inbo
     assert_eq!(got.ok(200)["status"], "acknowledged");
     assert_eq!(got.ok(200)["acknowledged_by"], "slack:jo");
 }
+
+#[tokio::test]
+async fn the_inbox_stream_delivers_stored_messages_and_resumes_after_the_last_one_seen() {
+    use wedsync_store::worker::JobHandler as _;
+    let app = spawn_app_with(settings()).await;
+    let (_, key) = app.org("Lens & Lace").await;
+    let send = |text: &'static str| {
+        app.post(
+            &key,
+            "/v1/notifications",
+            json!({ "channel": "in_app", "to": { "id": "mem_owner" }, "subject": "Enquiry", "text": text }),
+        )
+    };
+    let first = send("first").await.ok(202)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let second = send("second").await.ok(202)["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // The worker of some node stores them (delivered).
+    let notifier = wedsync_notify::worker::Notifier::new(
+        app.store.clone(),
+        wedsync_delivery::ssrf::GuardedClient::new(Default::default(), Default::default())
+            .expect("client"),
+        wedsync_notify::email::SmtpPool::new(Default::default()),
+        None,
+        None,
+        Default::default(),
+        None,
+    )
+    .expect("notifier");
+    let handler = wedsync_notify::worker::send_handler(notifier);
+    for job in app
+        .store
+        .claim(
+            "test",
+            wedsync_store::notify::SEND_KIND,
+            10,
+            chrono::TimeDelta::minutes(1),
+        )
+        .await
+        .expect("claim")
+    {
+        handler.run(job).await.expect("send");
+    }
+    let inbox = app
+        .get(&key, "/v1/inbox?recipient=mem_owner&unread=true")
+        .await;
+    assert_eq!(inbox.ok(200)["data"].as_array().expect("data").len(), 2);
+
+    // A client that saw nothing yet resumes from the beginning and gets both, in order.
+    let read_events = |last: Option<String>| {
+        let mut req = app
+            .client
+            .get(format!("{}/v1/inbox/stream?recipient=mem_owner", app.base))
+            .bearer_auth(&key);
+        if let Some(last) = last {
+            req = req.header("last-event-id", last);
+        }
+        async move {
+            let mut resp = req.send().await.expect("stream");
+            assert_eq!(resp.headers()["content-type"], "text/event-stream");
+            let mut text = String::new();
+            while text.matches("data:").count() < 1 {
+                let chunk = resp.chunk().await.expect("chunk").expect("more");
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            text
+        }
+    };
+    let text = read_events(Some("0/".into())).await;
+    assert!(text.contains(&first), "{text}");
+    let last_id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id:"))
+        .expect("an id")
+        .trim()
+        .to_owned();
+    let text = read_events(Some(last_id)).await;
+    assert!(
+        text.contains(&second) && !text.contains(&first),
+        "resumes after the last seen: {text}"
+    );
+}
