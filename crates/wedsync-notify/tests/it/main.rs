@@ -1883,3 +1883,121 @@ async fn twilio_status_callbacks_are_verified_normalised_and_mark_the_sms() {
         "{history:?}"
     );
 }
+
+#[tokio::test]
+async fn alerts_reach_teams_discord_and_a_generic_webhook_in_their_documented_shapes() {
+    let c = ctx("2027-06-15T10:00:00Z", "professional").await;
+    let (standin, base) = StandIn::start().await;
+    standin.answer("/teams/", 202, "");
+    standin.answer("/discord/", 200, r#"{"id":"1180000000000000000"}"#);
+    standin.answer("/hook/", 204, "");
+    c.provider(
+        NotifyChannel::Teams,
+        "teams",
+        json!({}),
+        json!({ "webhook_url": format!("{base}/teams/workflows/abc") }),
+    )
+    .await;
+    c.provider(
+        NotifyChannel::Discord,
+        "discord",
+        json!({}),
+        json!({ "webhook_url": format!("{base}/discord/api/webhooks/1/tok") }),
+    )
+    .await;
+    c.provider(
+        NotifyChannel::Webhook,
+        "webhook",
+        json!({}),
+        json!({ "url": format!("{base}/hook/ops?token=t0k") }),
+    )
+    .await;
+    let settings = Settings {
+        alert_routes: [
+            NotifyChannel::Teams,
+            NotifyChannel::Discord,
+            NotifyChannel::Webhook,
+        ]
+        .into_iter()
+        .map(|channel| AlertRoute {
+            channel,
+            to: Recipient::default(),
+        })
+        .collect(),
+        ..Default::default()
+    };
+    c.store
+        .put_notify_settings(&c.org, &settings, &operator())
+        .await
+        .expect("settings");
+    let (raised, ids) = wedsync_notify::alerts::raise(
+        &c.store,
+        &c.org,
+        alert("Calendar sync failing"),
+        &Default::default(),
+    )
+    .await
+    .expect("alert");
+    assert_eq!(ids.len(), 3);
+    c.drain().await;
+
+    let teams = standin.to("/teams/workflows/abc");
+    assert_eq!(teams.len(), 1);
+    let card = teams[0].json();
+    assert_eq!(card["type"], "message");
+    assert_eq!(
+        card["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    assert_eq!(card["attachments"][0]["content"]["type"], "AdaptiveCard");
+    assert!(card.to_string().contains("Calendar sync failing"), "{card}");
+
+    let discord = standin.to("/discord/api/webhooks/1/tok");
+    assert_eq!(discord.len(), 1);
+    assert!(
+        discord[0].path.ends_with("?wait=true"),
+        "{}",
+        discord[0].path
+    );
+    let message = discord[0].json();
+    assert_eq!(message["username"], "WedSync");
+    assert_eq!(message["embeds"][0]["title"], "Calendar sync failing");
+    assert_eq!(message["embeds"][0]["color"], 0xECB22E, "warning colour");
+    assert_eq!(message["allowed_mentions"], json!({ "parse": [] }));
+
+    let hook = standin.to("/hook/ops");
+    assert_eq!(hook.len(), 1);
+    assert_eq!(hook[0].header("content-type"), "application/json");
+    let body = hook[0].json();
+    assert_eq!(body["alert"]["id"], raised.id.to_string());
+    assert_eq!(body["severity"], "warning");
+    for id in ids {
+        let (n, _) = c.get(&id.to_string()).await;
+        assert_eq!(n.status, "sent", "{n:?}");
+    }
+    assert_eq!(
+        c.get(&ids_of_channel(&c, NotifyChannel::Discord).await)
+            .await
+            .0
+            .provider_message_id
+            .as_deref(),
+        Some("1180000000000000000")
+    );
+}
+
+async fn ids_of_channel(c: &Ctx, channel: NotifyChannel) -> String {
+    c.store
+        .list_notifications(
+            &c.org,
+            &NotificationFilter {
+                channel: Some(channel),
+                ..Default::default()
+            },
+            &PageRequest::default(),
+        )
+        .await
+        .expect("list")
+        .data[0]
+        .id
+        .to_string()
+}
