@@ -1,0 +1,32 @@
+//! The journey document of WedSync: a per-couple visual automation as edited in the React Flow
+//! canvas, its typed node configurations, and its validation on save and on publish.
+//!
+//! Pure: no IO. [`JourneyDocument::parse`] turns React Flow's `toObject()` JSON into typed,
+//! durable fields (dropping transient UI fields); [`validate`] checks the journey's meaning, in
+//! [`Mode::Draft`] (on save) or [`Mode::Publish`]; [`date_relative_instant`] computes the
+//! couple-local instants of date-relative triggers and waits; [`templates`] are ready-made
+//! journeys.
+//!
+//! The durable engine (instances, steps through the queue, timers that follow a moved
+//! wedding date) is not built yet; this crate is its document layer.
+
+mod cron;
+mod document;
+mod model;
+mod templates;
+mod time;
+mod validation;
+
+pub use cron::check_cron;
+pub use document::{
+    Edge, JourneyDocument, MAX_EDGE_LABEL_LEN, MAX_EDGES, MAX_HANDLE_LEN, MAX_ID_LEN, MAX_NODES,
+    Node, check_id,
+};
+pub use model::*;
+pub use templates::templates;
+pub use time::date_relative_instant;
+pub use validation::*;
+pub use wedsync_core::validate::{FieldError, ValidationErrors};
+
+#[cfg(test)]
+mod tests;
