@@ -455,29 +455,8 @@ impl From<Sms> for RawSms {
     }
 }
 
-/// A notification channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    /// Email.
-    Email,
-    /// Text message.
-    Sms,
-    /// Mobile push.
-    Push,
-    /// Slack.
-    Slack,
-    /// Microsoft Teams.
-    Teams,
-    /// Discord.
-    Discord,
-    /// PagerDuty.
-    Pagerduty,
-    /// A generic webhook.
-    Webhook,
-    /// The WedSync in-app inbox.
-    InApp,
-}
+/// A notification channel: the same channels notifications go through.
+pub use wedsync_core::notify::NotifyChannel as Channel;
 
 /// The `data` of a `notification` node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
