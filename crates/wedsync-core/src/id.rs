@@ -184,6 +184,10 @@ typed_id!(
     /// Identifies an alert (fanned out to the organisation's alert channels).
     AlertId, "alr_", "alert"
 );
+typed_id!(
+    /// Identifies a journey (an automation, with its draft and published versions).
+    JourneyId, "jny_", "journey"
+);
 
 #[cfg(test)]
 mod tests {

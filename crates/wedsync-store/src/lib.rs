@@ -17,6 +17,7 @@
 //! - [`sources`]: inbound sources and their sealed signing secrets.
 //! - [`inbound`]: storing verified requests and their canonical events, deduplicated.
 //! - [`webhooks`]: outbound endpoints, messages, deliveries and attempts.
+//! - [`journeys`]: journey drafts (optimistic locking) and immutable published versions.
 //! - [`notify`]: notification providers, templates, settings, preferences, alerts, and
 //!   notifications with their history and quota claims.
 //!
@@ -33,6 +34,7 @@ pub mod entity;
 mod error;
 pub mod group_commit;
 pub mod inbound;
+pub mod journeys;
 pub mod members;
 pub mod migration;
 pub mod notify;

@@ -20,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_inbound::Migration),
             Box::new(m0004_outbound::Migration),
             Box::new(m0005_notifications::Migration),
+            Box::new(m0006_journeys::Migration),
         ]
     }
 }
@@ -1092,6 +1093,93 @@ mod m0005_notifications {
                 "notify_templates",
                 "notify_providers",
             ] {
+                manager
+                    .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+mod m0006_journeys {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0006_journeys"
+        }
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // The journey with its editable draft; `revision` is the optimistic lock.
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("journeys"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("name"))
+                        .col(text("description"))
+                        .col(text("draft"))
+                        .col(integer("revision"))
+                        .col(integer_null("published_version"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut fk(
+                            "fk_journeys_org",
+                            "journeys",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_journeys_org",
+                    "journeys",
+                    &["org_id", "id"],
+                    false,
+                ))
+                .await?;
+            // Published versions: immutable once written.
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("journey_versions"))
+                        .col(string("journey_id"))
+                        .col(integer("version"))
+                        .col(string("org_id"))
+                        .col(text("document"))
+                        .col(text_null("note"))
+                        .col(string("published_by"))
+                        .col(big_integer("published_at"))
+                        .primary_key(
+                            Index::create()
+                                .col(Alias::new("journey_id"))
+                                .col(Alias::new("version")),
+                        )
+                        .foreign_key(&mut fk(
+                            "fk_journey_versions_journey",
+                            "journey_versions",
+                            &["journey_id"],
+                            "journeys",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            for table in ["journey_versions", "journeys"] {
                 manager
                     .drop_table(Table::drop().table(Alias::new(table)).to_owned())
                     .await?;

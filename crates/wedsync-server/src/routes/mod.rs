@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod events;
 pub mod inbound;
 pub mod jobs;
+pub mod journeys;
 pub mod members;
 pub mod meta;
 pub mod notifications;
@@ -43,6 +44,7 @@ use crate::error::ApiError;
         (name = "events", description = "Canonical events received from sources (CloudEvents 1.0)"),
         (name = "jobs", description = "Durable work: jobs, retries, dead letters and circuit breakers"),
         (name = "endpoints", description = "Outbound webhooks (Standard Webhooks): endpoints, messages, deliveries and attempts"),
+        (name = "journeys", description = "Journeys: documents (drafts with optimistic locking), published versions, rollback, validation, templates"),
         (name = "notifications", description = "Notifications and alerts: send, templates, providers with failover, quotas, quiet hours, escalation, the in-app inbox"),
     )
 )]
@@ -80,6 +82,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(events::router())
         .merge(endpoints::router())
         .merge(notifications::router())
+        .merge(journeys::router())
 }
 
 /// Paging parameters every list takes.

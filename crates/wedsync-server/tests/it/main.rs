@@ -10,6 +10,7 @@ mod errors;
 mod inbound;
 mod isolation;
 mod jobs;
+mod journeys;
 mod meta;
 mod notifications;
 mod support;

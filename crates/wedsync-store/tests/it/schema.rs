@@ -25,7 +25,8 @@ async fn migrating_twice_is_a_no_op() {
             "m0002_durable_work",
             "m0003_inbound",
             "m0004_outbound",
-            "m0005_notifications"
+            "m0005_notifications",
+            "m0006_journeys"
         ]
     );
     assert!(store.migrate().await.expect("again").is_empty());

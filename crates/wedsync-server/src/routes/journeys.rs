@@ -1,0 +1,357 @@
+//! `/v1/journeys`: journey documents (drafts with optimistic locking), publishing immutable
+//! versions, rollback, validation, and the ready-made templates. The engine that runs
+//! instances is not built yet.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use wedsync_core::id::JourneyId;
+use wedsync_core::org::Role;
+use wedsync_journeys::{JourneyDocument, Mode, validate};
+use wedsync_store::StoreError;
+use wedsync_store::journeys::{Journey, JourneyVersion};
+
+use super::{ListResponse, Paging, path_id};
+use crate::AppState;
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiQuery, Caller};
+
+/// The routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_journeys, create_journey))
+        .routes(routes!(get_journey, save_draft))
+        .routes(routes!(publish))
+        .routes(routes!(rollback))
+        .routes(routes!(list_versions))
+        .routes(routes!(get_version))
+        .routes(routes!(validate_document))
+        .routes(routes!(journey_templates))
+}
+
+fn missing(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::not_found("journey"),
+        other => other.into(),
+    }
+}
+
+/// Parses and checks a document: the durable form, or every problem, each naming its node.
+fn checked(document: &serde_json::Value, mode: Mode) -> Result<serde_json::Value, ApiError> {
+    let doc = JourneyDocument::parse(document).map_err(|e| prefixed(e, "document"))?;
+    validate(&doc, mode).map_err(|e| prefixed(e, "document"))?;
+    Ok(doc.to_json())
+}
+
+fn prefixed(mut errors: wedsync_core::validate::ValidationErrors, prefix: &str) -> ApiError {
+    for e in &mut errors.0 {
+        e.field = format!("{prefix}.{}", e.field);
+    }
+    ApiError::validation(errors)
+}
+
+/// A new journey: a name and its first draft (an exported document imports the same way).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JourneyInput {
+    /// Its name.
+    pub name: String,
+    /// For people.
+    #[serde(default)]
+    pub description: String,
+    /// `{nodes, edges, viewport}` as the React Flow builder saves it; transient UI fields
+    /// (`selected`, `dragging`, `measured`…) are dropped.
+    pub document: serde_json::Value,
+}
+
+/// A draft save.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DraftInput {
+    /// The revision the editor started from; a stale one gets 409 with the current one.
+    pub revision: i32,
+    /// A new name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The document.
+    pub document: serde_json::Value,
+}
+
+/// Which draft to publish.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishInput {
+    /// The draft revision being published (so nobody publishes a draft they have not seen).
+    pub revision: i32,
+}
+
+/// Which version to restore.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackInput {
+    /// An earlier published version.
+    pub version: i32,
+}
+
+/// A journey with the version just published.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Published {
+    /// The journey.
+    pub journey: Journey,
+    /// The new version.
+    pub version: JourneyVersion,
+}
+
+/// Lists journeys.
+#[utoipa::path(get, path = "/v1/journeys", tag = "journeys", params(Paging),
+    responses((status = 200, body = ListResponse<Journey>)))]
+async fn list_journeys(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> ApiResult<Json<ListResponse<Journey>>> {
+    caller.require(Role::Viewer)?;
+    let page = paging.request()?;
+    Ok(Json(
+        state
+            .store
+            .list_journeys(&caller.0.org_id, &page)
+            .await?
+            .into(),
+    ))
+}
+
+/// Creates (or imports) a journey; the document is checked as a draft.
+#[utoipa::path(post, path = "/v1/journeys", tag = "journeys", request_body = JourneyInput,
+    responses((status = 201, body = Journey), (status = 422, body = Problem)))]
+async fn create_journey(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(input): ApiJson<JourneyInput>,
+) -> ApiResult<(StatusCode, Json<Journey>)> {
+    caller.require(Role::Editor)?;
+    let document = checked(&input.document, Mode::Draft)?;
+    let journey = state
+        .store
+        .create_journey(
+            &caller.0.org_id,
+            &input.name,
+            &input.description,
+            &document,
+            &caller.actor(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(journey)))
+}
+
+/// One journey with its draft (its `draft` is the export format).
+#[utoipa::path(get, path = "/v1/journeys/{id}", tag = "journeys", params(("id" = String, Path, description = "jny_…")),
+    responses((status = 200, body = Journey), (status = 404, body = Problem)))]
+async fn get_journey(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Journey>> {
+    caller.require(Role::Viewer)?;
+    let id: JourneyId = path_id(&id, "journey")?;
+    Ok(Json(
+        state
+            .store
+            .get_journey(&caller.0.org_id, &id)
+            .await
+            .map_err(missing)?,
+    ))
+}
+
+/// Saves the draft (checked as a draft) if `revision` is current; otherwise 409, saying the
+/// current revision.
+#[utoipa::path(put, path = "/v1/journeys/{id}", tag = "journeys", params(("id" = String, Path, description = "jny_…")),
+    request_body = DraftInput,
+    responses((status = 200, body = Journey), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn save_draft(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<DraftInput>,
+) -> ApiResult<Json<Journey>> {
+    caller.require(Role::Editor)?;
+    let id: JourneyId = path_id(&id, "journey")?;
+    let document = checked(&input.document, Mode::Draft)?;
+    Ok(Json(
+        state
+            .store
+            .save_journey_draft(
+                &caller.0.org_id,
+                &id,
+                input.revision,
+                input.name.as_deref(),
+                &document,
+            )
+            .await
+            .map_err(missing)?,
+    ))
+}
+
+/// Publishes the draft as the next immutable version, after the publish checks (every node
+/// reachable, every branch connected…).
+#[utoipa::path(post, path = "/v1/journeys/{id}/publish", tag = "journeys", params(("id" = String, Path, description = "jny_…")),
+    request_body = PublishInput,
+    responses((status = 201, body = Published), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<PublishInput>,
+) -> ApiResult<(StatusCode, Json<Published>)> {
+    caller.require(Role::Editor)?;
+    let id: JourneyId = path_id(&id, "journey")?;
+    let journey = state
+        .store
+        .get_journey(&caller.0.org_id, &id)
+        .await
+        .map_err(missing)?;
+    if journey.revision != input.revision {
+        return Err(wedsync_store::journeys::stale(journey.revision).into());
+    }
+    checked(&journey.draft, Mode::Publish)?;
+    let (journey, version) = state
+        .store
+        .publish_journey(&caller.0.org_id, &id, input.revision, &caller.actor())
+        .await
+        .map_err(missing)?;
+    Ok((StatusCode::CREATED, Json(Published { journey, version })))
+}
+
+/// Makes an earlier version live again, as a new version (the history keeps both).
+#[utoipa::path(post, path = "/v1/journeys/{id}/rollback", tag = "journeys", params(("id" = String, Path, description = "jny_…")),
+    request_body = RollbackInput,
+    responses((status = 201, body = Published), (status = 422, body = Problem)))]
+async fn rollback(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<RollbackInput>,
+) -> ApiResult<(StatusCode, Json<Published>)> {
+    caller.require(Role::Editor)?;
+    let id: JourneyId = path_id(&id, "journey")?;
+    let (journey, version) = state
+        .store
+        .rollback_journey(&caller.0.org_id, &id, input.version, &caller.actor())
+        .await
+        .map_err(missing)?;
+    Ok((StatusCode::CREATED, Json(Published { journey, version })))
+}
+
+/// Published versions, newest first.
+#[utoipa::path(get, path = "/v1/journeys/{id}/versions", tag = "journeys", params(("id" = String, Path, description = "jny_…")),
+    responses((status = 200, body = Vec<JourneyVersion>), (status = 404, body = Problem)))]
+async fn list_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<JourneyVersion>>> {
+    caller.require(Role::Viewer)?;
+    let id: JourneyId = path_id(&id, "journey")?;
+    Ok(Json(
+        state
+            .store
+            .journey_versions(&caller.0.org_id, &id)
+            .await
+            .map_err(missing)?,
+    ))
+}
+
+/// One published version.
+#[utoipa::path(get, path = "/v1/journeys/{id}/versions/{version}", tag = "journeys",
+    params(("id" = String, Path, description = "jny_…"), ("version" = i32, Path, description = "from 1")),
+    responses((status = 200, body = JourneyVersion), (status = 404, body = Problem)))]
+async fn get_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, version)): Path<(String, i32)>,
+) -> ApiResult<Json<JourneyVersion>> {
+    caller.require(Role::Viewer)?;
+    let id: JourneyId = path_id(&id, "journey")?;
+    Ok(Json(
+        state
+            .store
+            .journey_version(&caller.0.org_id, &id, version)
+            .await
+            .map_err(missing)?,
+    ))
+}
+
+/// A document to check.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateInput {
+    /// The document.
+    pub document: serde_json::Value,
+    /// `draft` (default) or `publish`.
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// The durable form of a valid document.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Validated {
+    /// The document as it would be stored.
+    pub document: serde_json::Value,
+}
+
+/// Checks a document without saving it: 200 with its durable form, or 422 with every
+/// problem, each naming its node or edge.
+#[utoipa::path(post, path = "/v1/journeys/validate", tag = "journeys", request_body = ValidateInput,
+    responses((status = 200, body = Validated), (status = 422, body = Problem)))]
+async fn validate_document(
+    caller: Caller,
+    ApiJson(input): ApiJson<ValidateInput>,
+) -> ApiResult<Json<Validated>> {
+    caller.require(Role::Viewer)?;
+    let mode = match input.mode.as_deref() {
+        None | Some("draft") => Mode::Draft,
+        Some("publish") => Mode::Publish,
+        Some(other) => {
+            return Err(ApiError::validation(
+                wedsync_core::validate::ValidationErrors::single(
+                    "mode",
+                    format!("`{other}` is not a mode; expected draft or publish"),
+                ),
+            ));
+        }
+    };
+    Ok(Json(Validated {
+        document: checked(&input.document, mode)?,
+    }))
+}
+
+/// A ready-made journey.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JourneyTemplate {
+    /// Its key.
+    pub key: String,
+    /// Its title.
+    pub title: String,
+    /// The document, ready to import with `POST /v1/journeys`.
+    pub document: serde_json::Value,
+}
+
+/// The ready-made journeys: enquiry follow-up, booking onboarding, final-details countdown,
+/// post-wedding review request.
+#[utoipa::path(get, path = "/v1/journey-templates", tag = "journeys", responses((status = 200, body = Vec<JourneyTemplate>)))]
+async fn journey_templates(caller: Caller) -> ApiResult<Json<Vec<JourneyTemplate>>> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(
+        wedsync_journeys::templates()
+            .into_iter()
+            .map(|(key, title, document)| JourneyTemplate {
+                key: key.into(),
+                title: title.into(),
+                document,
+            })
+            .collect(),
+    ))
+}

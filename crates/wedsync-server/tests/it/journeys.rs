@@ -1,0 +1,208 @@
+use serde_json::json;
+
+use crate::support::spawn_app;
+
+#[tokio::test]
+async fn journeys_are_drafted_with_optimistic_locking_published_as_versions_and_rolled_back() {
+    let app = spawn_app().await;
+    let (_, key) = app.org("Lens & Lace").await;
+    let templates = app.get(&key, "/v1/journey-templates").await;
+    let templates = templates.ok(200).as_array().expect("templates").clone();
+    let keys: Vec<&str> = templates.iter().filter_map(|t| t["key"].as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "enquiry_follow_up",
+            "booking_onboarding",
+            "final_details_countdown",
+            "post_wedding_review"
+        ]
+    );
+
+    // Import a ready-made journey, with the UI's transient fields on a node.
+    let mut document = templates[0]["document"].clone();
+    document["nodes"][0]["selected"] = json!(true);
+    document["nodes"][0]["measured"] = json!({ "width": 200, "height": 40 });
+    let created = app
+        .post(
+            &key,
+            "/v1/journeys",
+            json!({ "name": "Enquiry follow-up", "document": document }),
+        )
+        .await;
+    let journey = created.ok(201).clone();
+    let id = journey["id"].as_str().expect("id").to_owned();
+    assert_eq!(journey["revision"], 1);
+    assert!(
+        journey["draft"]["nodes"][0].get("selected").is_none(),
+        "transient fields are not stored"
+    );
+    assert!(journey["published_version"].is_null());
+
+    // Two editors start from revision 1; the second save is stale and told the current one.
+    let mut edited = journey["draft"].clone();
+    edited["viewport"]["zoom"] = json!(1.5);
+    let saved = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/journeys/{id}"),
+            Some(&key),
+            Some(json!({ "revision": 1, "document": edited })),
+        )
+        .await;
+    assert_eq!(saved.ok(200)["revision"], 2);
+    let stale = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/journeys/{id}"),
+            Some(&key),
+            Some(json!({ "revision": 1, "document": journey["draft"] })),
+        )
+        .await;
+    let problem = stale.problem(409, "conflict").body.clone();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("current revision is 2"),
+        "{problem}"
+    );
+
+    // A save that breaks the document is refused, naming the node.
+    let mut broken = edited.clone();
+    let email = broken["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .position(|n| n["type"] == "email")
+        .expect("an email node");
+    let email_id = broken["nodes"][email]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    broken["nodes"][email]["data"]["cc"] = json!("nobody");
+    let refused = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/journeys/{id}"),
+            Some(&key),
+            Some(json!({ "revision": 2, "document": broken })),
+        )
+        .await;
+    let problem = refused.problem(422, "validation").body.clone();
+    assert_eq!(
+        problem["errors"][0]["field"],
+        format!("document.nodes.{email_id}.data"),
+        "{problem}"
+    );
+
+    // Publish revision 2 as version 1; a draft with an unreachable node cannot be published.
+    let published = app
+        .post(
+            &key,
+            &format!("/v1/journeys/{id}/publish"),
+            json!({ "revision": 2 }),
+        )
+        .await;
+    let body = published.ok(201).clone();
+    assert_eq!(body["version"]["version"], 1);
+    assert_eq!(body["journey"]["published_version"], 1);
+    let revision = body["journey"]["revision"].as_i64().expect("revision");
+    let mut loose = body["journey"]["draft"].clone();
+    loose["nodes"]
+        .as_array_mut()
+        .expect("nodes")
+        .push(json!({ "id": "orphan", "type": "end", "position": { "x": 0, "y": 0 }, "data": {} }));
+    let saved = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/journeys/{id}"),
+            Some(&key),
+            Some(json!({ "revision": revision, "document": loose })),
+        )
+        .await;
+    let revision = saved.ok(200)["revision"].as_i64().expect("revision");
+    let refused = app
+        .post(
+            &key,
+            &format!("/v1/journeys/{id}/publish"),
+            json!({ "revision": revision }),
+        )
+        .await;
+    let problem = refused.problem(422, "validation").body.clone();
+    assert!(
+        problem["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .any(|e| e["field"] == "document.nodes.orphan"),
+        "{problem}"
+    );
+
+    // Fix and publish version 2, then roll back to 1: version 3 has version 1's document.
+    let mut fixed = loose.clone();
+    fixed["nodes"]
+        .as_array_mut()
+        .expect("nodes")
+        .retain(|n| n["id"] != "orphan");
+    fixed["viewport"]["zoom"] = json!(0.75);
+    let saved = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/journeys/{id}"),
+            Some(&key),
+            Some(json!({ "revision": revision, "document": fixed })),
+        )
+        .await;
+    let revision = saved.ok(200)["revision"].as_i64().expect("revision");
+    let v2 = app
+        .post(
+            &key,
+            &format!("/v1/journeys/{id}/publish"),
+            json!({ "revision": revision }),
+        )
+        .await;
+    assert_eq!(v2.ok(201)["version"]["version"], 2);
+    let back = app
+        .post(
+            &key,
+            &format!("/v1/journeys/{id}/rollback"),
+            json!({ "version": 1 }),
+        )
+        .await;
+    let body = back.ok(201).clone();
+    assert_eq!(body["version"]["version"], 3);
+    assert_eq!(body["version"]["note"], "rollback to version 1");
+    let versions = app.get(&key, &format!("/v1/journeys/{id}/versions")).await;
+    let versions = versions.ok(200).as_array().expect("versions").clone();
+    assert_eq!(versions.len(), 3);
+    assert_eq!(
+        versions[0]["document"], versions[2]["document"],
+        "version 3 restores version 1"
+    );
+    assert_eq!(
+        versions[1]["document"]["viewport"]["zoom"], 0.75,
+        "version 2 is unchanged"
+    );
+    app.post(
+        &key,
+        &format!("/v1/journeys/{id}/rollback"),
+        json!({ "version": 9 }),
+    )
+    .await
+    .problem(422, "validation");
+
+    // The audit log has the publishes and the rollback.
+    let audit = app.get(&key, "/v1/audit-log").await;
+    let actions: Vec<String> = audit.ok(200)["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        actions.iter().filter(|a| *a == "journey.publish").count() == 2
+            && actions.contains(&"journey.rollback".to_owned()),
+        "{actions:?}"
+    );
+}
