@@ -13,6 +13,7 @@
 mod cron;
 mod document;
 mod model;
+mod simulate;
 mod templates;
 mod time;
 mod validation;
@@ -23,6 +24,7 @@ pub use document::{
     Node, check_id,
 };
 pub use model::*;
+pub use simulate::{SimEvent, SimulationInput, Timeline, TimelineEntry, render_timeline, simulate};
 pub use templates::templates;
 pub use time::date_relative_instant;
 pub use validation::*;

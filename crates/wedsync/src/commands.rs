@@ -12,8 +12,8 @@ use wedsync_store::{Actor, Store, StoreError};
 
 use crate::config::Settings;
 use crate::{
-    ApiKeyCommand, AuditCommand, Command, ConfigCommand, EndpointCommand, JobsCommand, OrgCommand,
-    SourceCommand,
+    ApiKeyCommand, AuditCommand, Command, ConfigCommand, EndpointCommand, JobsCommand,
+    JourneyCommand, OrgCommand, SourceCommand,
 };
 
 /// Sets up structured logs on stderr, as text or JSON.
@@ -236,6 +236,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Jobs(command) => jobs(&settings, command).await,
         Command::Source(command) => sources(&settings, command).await,
         Command::Endpoint(command) => endpoints(&settings, command).await,
+        Command::Journey(command) => journey(command),
         Command::Config(ConfigCommand::Check(out)) => {
             let value = settings.redacted();
             if out.json {
@@ -291,6 +292,97 @@ async fn set_enabled(
         print_endpoint(&endpoint);
     }
     Ok(())
+}
+
+fn read_document(file: &std::path::Path) -> anyhow::Result<wedsync_journeys::JourneyDocument> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    wedsync_journeys::JourneyDocument::parse(&value).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn journey(command: JourneyCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        JourneyCommand::Validate { file, publish, out } => {
+            let doc = read_document(&file)?;
+            let mode = if publish {
+                wedsync_journeys::Mode::Publish
+            } else {
+                wedsync_journeys::Mode::Draft
+            };
+            match wedsync_journeys::validate(&doc, mode) {
+                Ok(()) => {
+                    if out.json {
+                        print_json(&serde_json::json!({ "valid": true }));
+                    } else {
+                        println!("{} is valid", file.display());
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    if out.json {
+                        print_json(&serde_json::json!({ "valid": false, "errors": errors.0 }));
+                    } else {
+                        for e in &errors.0 {
+                            println!("{}: {}", e.field, e.message);
+                        }
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        JourneyCommand::Simulate {
+            file,
+            wedding_date,
+            time_zone,
+            start,
+            events,
+            out,
+        } => {
+            let doc = read_document(&file)?;
+            let events = match events {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a list of events", path.display()))?
+                }
+                None => Vec::new(),
+            };
+            let input = wedsync_journeys::SimulationInput {
+                wedding_date,
+                time_zone,
+                dates: Default::default(),
+                couple: Default::default(),
+                start_at: start.unwrap_or_else(chrono::Utc::now),
+                events,
+                until: None,
+            };
+            let timeline =
+                wedsync_journeys::simulate(&doc, &input).map_err(|e| anyhow::anyhow!("{e}"))?;
+            if out.json {
+                print_json(&serde_json::to_value(&timeline)?);
+            } else {
+                print!("{}", wedsync_journeys::render_timeline(&timeline));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JourneyCommand::Template { key } => {
+            let Some((_, _, doc)) = wedsync_journeys::templates()
+                .into_iter()
+                .find(|(k, _, _)| *k == key)
+            else {
+                let keys: Vec<&str> = wedsync_journeys::templates()
+                    .iter()
+                    .map(|(k, _, _)| *k)
+                    .collect();
+                anyhow::bail!("no template `{key}`; there are {}", keys.join(", "));
+            };
+            print_json(&doc);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 async fn endpoints(settings: &Settings, command: EndpointCommand) -> anyhow::Result<ExitCode> {

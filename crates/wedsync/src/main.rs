@@ -56,6 +56,48 @@ enum Command {
     /// Manage outbound webhook endpoints.
     #[command(subcommand)]
     Endpoint(EndpointCommand),
+    /// Work with journey documents (needs no database).
+    #[command(subcommand)]
+    Journey(JourneyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum JourneyCommand {
+    /// Check a journey document (a JSON file as the builder exports it).
+    Validate {
+        /// The document
+        file: PathBuf,
+        /// Check it for publishing (every node reachable, every branch connected)
+        #[arg(long)]
+        publish: bool,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show what a journey would do for a hypothetical couple, with no side effects.
+    Simulate {
+        /// The document
+        file: PathBuf,
+        /// The wedding date, e.g. 2027-09-18
+        #[arg(long)]
+        wedding_date: chrono::NaiveDate,
+        /// The couple's IANA time zone
+        #[arg(long, default_value = "Europe/London")]
+        time_zone: String,
+        /// When the journey is attached (RFC 3339) [default: now]
+        #[arg(long)]
+        start: Option<chrono::DateTime<chrono::Utc>>,
+        /// A JSON file with the events: [{"type": "booking.created", "at": "…", "data": {…}}]
+        #[arg(long)]
+        events: Option<PathBuf>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Write one of the ready-made journeys as a document (enquiry_follow_up,
+    /// booking_onboarding, final_details_countdown, post_wedding_review).
+    Template {
+        /// Its key
+        key: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

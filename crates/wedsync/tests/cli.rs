@@ -90,6 +90,8 @@ fn every_subcommand_has_help() {
         vec!["config", "check", "--help"],
         vec!["endpoint", "create", "--help"],
         vec!["endpoint", "recover", "--help"],
+        vec!["journey", "simulate", "--help"],
+        vec!["journey", "validate", "--help"],
     ] {
         let out = Command::new(BIN).args(&args).output().expect("run");
         assert!(out.status.success(), "{args:?}");
@@ -713,4 +715,70 @@ async fn endpoints_are_managed_from_the_cli() {
     let bad = e.run(&["endpoint", "create", "--org", &org_id, "--url", "ftp://x"]);
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("url"), "{}", stderr(&bad));
+}
+
+#[test]
+fn a_journey_is_simulated_as_a_readable_timeline_without_a_database() {
+    let dir = tempfile::tempdir().expect("dir");
+    let out = Command::new(BIN)
+        .args(["journey", "template", "post_wedding_review"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc = dir.path().join("review.json");
+    std::fs::write(&doc, &out.stdout).expect("write");
+    let out = Command::new(BIN)
+        .args(["journey", "validate", "--publish"])
+        .arg(&doc)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let events = dir.path().join("events.json");
+    std::fs::write(
+        &events,
+        r#"[{"type": "booking.created", "at": "2027-03-01T12:00:00Z", "data": {}}]"#,
+    )
+    .expect("write");
+    let out = Command::new(BIN)
+        .args([
+            "journey",
+            "simulate",
+            "--wedding-date",
+            "2027-06-12",
+            "--time-zone",
+            "Europe/London",
+        ])
+        .args(["--start", "2027-03-01T00:00:00Z", "--events"])
+        .arg(&events)
+        .arg(&doc)
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}{}", text, stderr(&out));
+    // Two weeks after the wedding at 10:00 BST, then the review request.
+    assert!(text.contains("Sat 26 Jun 2027 10:00 BST"), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .is_some_and(|l| l.starts_with("→ ended")),
+        "{text}"
+    );
+
+    // A broken document is refused, naming the node.
+    std::fs::write(&doc, r#"{"nodes": [{"id": "t", "type": "trigger", "position": {"x": 0, "y": 0}, "data": {"trigger": {"kind": "manual"}}}, {"id": "w", "type": "wait", "position": {"x": 0, "y": 1}, "data": {"mode": "duration", "seconds": 0}}], "edges": [{"id": "e", "source": "t", "target": "w"}], "viewport": {"x": 0, "y": 0, "zoom": 1}}"#).expect("write");
+    let out = Command::new(BIN)
+        .args(["journey", "validate", "--publish"])
+        .arg(&doc)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nodes.w"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }

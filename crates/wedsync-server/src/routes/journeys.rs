@@ -29,6 +29,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_versions))
         .routes(routes!(get_version))
         .routes(routes!(validate_document))
+        .routes(routes!(simulate_document))
+        .routes(routes!(simulate_journey))
         .routes(routes!(journey_templates))
 }
 
@@ -354,4 +356,79 @@ async fn journey_templates(caller: Caller) -> ApiResult<Json<Vec<JourneyTemplate
             })
             .collect(),
     ))
+}
+
+/// A document to simulate.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateDocument {
+    /// The document.
+    pub document: serde_json::Value,
+    /// The hypothetical couple and events.
+    pub input: wedsync_journeys::SimulationInput,
+}
+
+/// A saved journey to simulate.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulateJourney {
+    /// A published version; the draft when absent.
+    #[serde(default)]
+    pub version: Option<i32>,
+    /// The hypothetical couple and events.
+    pub input: wedsync_journeys::SimulationInput,
+}
+
+fn run_simulation(
+    document: &serde_json::Value,
+    input: &wedsync_journeys::SimulationInput,
+) -> Result<wedsync_journeys::Timeline, ApiError> {
+    let doc = JourneyDocument::parse(document).map_err(|e| prefixed(e, "document"))?;
+    validate(&doc, Mode::Publish).map_err(|e| prefixed(e, "document"))?;
+    wedsync_journeys::simulate(&doc, input).map_err(|e| prefixed(e, "input"))
+}
+
+/// What a document would do for a hypothetical couple (wedding date, time zone, events at
+/// given times), on a virtual clock, with no side effects.
+#[utoipa::path(post, path = "/v1/journeys/simulate", tag = "journeys", request_body = SimulateDocument,
+    responses((status = 200, body = wedsync_journeys::Timeline), (status = 422, body = Problem)))]
+async fn simulate_document(
+    caller: Caller,
+    ApiJson(input): ApiJson<SimulateDocument>,
+) -> ApiResult<Json<wedsync_journeys::Timeline>> {
+    caller.require(Role::Viewer)?;
+    Ok(Json(run_simulation(&input.document, &input.input)?))
+}
+
+/// What a saved journey (its draft, or a published version) would do, with no side effects.
+#[utoipa::path(post, path = "/v1/journeys/{id}/simulate", tag = "journeys", params(("id" = String, Path, description = "jny_…")),
+    request_body = SimulateJourney,
+    responses((status = 200, body = wedsync_journeys::Timeline), (status = 404, body = Problem), (status = 422, body = Problem)))]
+async fn simulate_journey(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<SimulateJourney>,
+) -> ApiResult<Json<wedsync_journeys::Timeline>> {
+    caller.require(Role::Viewer)?;
+    let id: JourneyId = path_id(&id, "journey")?;
+    let document = match input.version {
+        Some(v) => {
+            state
+                .store
+                .journey_version(&caller.0.org_id, &id, v)
+                .await
+                .map_err(missing)?
+                .document
+        }
+        None => {
+            state
+                .store
+                .get_journey(&caller.0.org_id, &id)
+                .await
+                .map_err(missing)?
+                .draft
+        }
+    };
+    Ok(Json(run_simulation(&document, &input.input)?))
 }

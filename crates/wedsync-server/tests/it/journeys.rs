@@ -192,6 +192,33 @@ async fn journeys_are_drafted_with_optimistic_locking_published_as_versions_and_
     .await
     .problem(422, "validation");
 
+    // Simulate the live version for a hypothetical couple: no side effects, a timeline.
+    let simulated = app
+        .post(
+            &key,
+            &format!("/v1/journeys/{id}/simulate"),
+            json!({ "version": 3, "input": {
+                "wedding_date": "2027-09-18", "time_zone": "Europe/London",
+                "start_at": "2027-01-01T00:00:00Z",
+                "events": [{ "type": "client.created", "at": "2027-01-05T10:00:00Z", "data": {} }]
+            } }),
+        )
+        .await;
+    let timeline = simulated.ok(200).clone();
+    assert_eq!(
+        timeline["entries"][0]["node"], versions[0]["document"]["nodes"][0]["id"],
+        "{timeline}"
+    );
+    assert_eq!(timeline["entries"][0]["at"], "2027-01-05T10:00:00Z");
+    assert!(timeline["outcome"].is_string());
+    app.post(
+        &key,
+        &format!("/v1/journeys/{id}/simulate"),
+        json!({ "input": { "wedding_date": "2027-09-18", "time_zone": "Mars/Base", "start_at": "2027-01-01T00:00:00Z" } }),
+    )
+    .await
+    .problem(422, "validation");
+
     // The audit log has the publishes and the rollback.
     let audit = app.get(&key, "/v1/audit-log").await;
     let actions: Vec<String> = audit.ok(200)["data"]
