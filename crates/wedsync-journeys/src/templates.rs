@@ -220,7 +220,7 @@ fn final_details_countdown() -> Value {
                 3,
                 json!({
                     "channel": "in_app",
-                    "text": "{{ couple.display_name }} have completed their wedding-day timeline.",
+                    "text": "{{ couple.names }} have completed their wedding-day timeline.",
                 }),
             ),
             node(
