@@ -188,6 +188,14 @@ typed_id!(
     /// Identifies a journey (an automation, with its draft and published versions).
     JourneyId, "jny_", "journey"
 );
+typed_id!(
+    /// Identifies a running journey for one couple (an instance).
+    JourneyInstanceId, "jin_", "journey instance"
+);
+typed_id!(
+    /// Identifies one entry in an instance's history.
+    JourneyStepId, "jst_", "journey step"
+);
 
 #[cfg(test)]
 mod tests {

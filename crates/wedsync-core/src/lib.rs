@@ -13,6 +13,7 @@
 //! - [`validate`]: the field-level error type every parse constructor returns.
 //! - [`calendar`]: the wedding calendar: seasons, the wedding-day window (Friday evening to
 //!   Sunday night, booked days, Saturday highest), escalation and queue priority.
+//! - [`localtime`]: couple-local, date-relative instants (DST-exact), for journey waits.
 //! - [`notify`]: notification channels, severities, tier quotas, quiet hours (DST-exact),
 //!   the send gate (block, defer, send) and the wedding-day alert plan.
 //! - [`retry`]: retry policy: exponential or scheduled backoff with jitter, `Retry-After`,
@@ -27,6 +28,7 @@ pub mod clock;
 pub mod couple;
 pub mod endpoint;
 pub mod id;
+pub mod localtime;
 pub mod notify;
 pub mod org;
 pub mod ratelimit;

@@ -7,15 +7,15 @@
 //! couple-local instants of date-relative triggers and waits; [`templates`] are ready-made
 //! journeys.
 //!
-//! The durable engine (instances, steps through the queue, timers that follow a moved
-//! wedding date) is not built yet; this crate is its document layer.
+//! [`engine`] runs instances' steps through the durable queue (a first slice of the engine:
+//! see its module docs for the nodes it runs).
 
 mod cron;
 mod document;
+pub mod engine;
 mod model;
 mod simulate;
 mod templates;
-mod time;
 mod validation;
 
 pub use cron::check_cron;
@@ -26,8 +26,8 @@ pub use document::{
 pub use model::*;
 pub use simulate::{SimEvent, SimulationInput, Timeline, TimelineEntry, render_timeline, simulate};
 pub use templates::templates;
-pub use time::date_relative_instant;
 pub use validation::*;
+pub use wedsync_core::localtime::date_relative_instant;
 pub use wedsync_core::validate::{FieldError, ValidationErrors};
 
 #[cfg(test)]

@@ -294,6 +294,19 @@ impl Store {
             },
         )
         .await?;
+        if date_changed {
+            // Journeys waiting on the wedding date follow it, in this same transaction.
+            crate::journeys::reschedule_waits(
+                &tx,
+                org,
+                id,
+                "wedding_date",
+                new_date,
+                after.time_zone.as_str(),
+                now,
+            )
+            .await?;
+        }
         let mut data = serde_json::json!({ "couple": after_json });
         if date_changed {
             data["wedding_date_changed"] = serde_json::json!({ "from": old_date, "to": new_date });

@@ -416,3 +416,623 @@ impl Store {
         to_version(&row)
     }
 }
+
+// --- instances ---------------------------------------------------------------------------
+
+/// The job kind that runs one step of one instance.
+pub const STEP_KIND: &str = "journey.step";
+
+/// How long a journey step's idempotency key holds a notification: longer than any journey.
+pub const STEP_KEY_WINDOW_DAYS: i64 = 3650;
+
+/// A running (or finished) journey for one couple.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Instance {
+    /// `jin_…`.
+    #[schema(value_type = String)]
+    pub id: wedsync_core::id::JourneyInstanceId,
+    /// The journey.
+    #[schema(value_type = String)]
+    pub journey_id: JourneyId,
+    /// The version it runs (it stays on it).
+    pub version: i32,
+    /// The couple.
+    #[schema(value_type = String)]
+    pub couple_id: wedsync_core::id::CoupleId,
+    /// What started it (`manual:…`, an event id…); one instance per journey, couple and key.
+    pub trigger_key: String,
+    /// `running`, `waiting`, `completed`, `skipped`, `blocked`, `cancelled`.
+    pub status: String,
+    /// The node it is at.
+    pub current_node: String,
+    /// Steps taken.
+    pub step_seq: i32,
+    /// What it waits for (a date-relative wait keeps its rule, so a moved date moves it).
+    pub wait: Option<serde_json::Value>,
+    /// When it continues.
+    pub due_at: Option<DateTime<Utc>>,
+    /// Why it stopped, when it did.
+    pub reason: Option<String>,
+    /// When it started.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One entry in an instance's history.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct StepRecord {
+    /// The step number.
+    pub seq: i32,
+    /// The node.
+    pub node_id: String,
+    /// Its type.
+    pub node_type: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// `started`, `done`, `waiting`, `resumed`, `rescheduled`, `skipped`, `blocked`, `cancelled`, `completed`.
+    pub outcome: String,
+    /// For people.
+    pub detail: String,
+    /// What the step produced (a notification id, a decision's label…).
+    pub output: Option<serde_json::Value>,
+}
+
+/// What a step leads to, as the engine reports it.
+#[derive(Debug, Clone)]
+pub struct Advance {
+    /// The step the engine ran (the instance must still be at it).
+    pub seq: i32,
+    /// The history entry for it.
+    pub record: StepRecord,
+    /// The node to go to.
+    pub next_node: String,
+    /// The new status (`running`, `waiting`, `completed`, `skipped`, `blocked`).
+    pub status: String,
+    /// What it waits for now.
+    pub wait: Option<serde_json::Value>,
+    /// When the next step runs (`None`: no further step).
+    pub run_at: Option<DateTime<Utc>>,
+    /// Why it stopped.
+    pub reason: Option<String>,
+}
+
+/// Everything a step needs.
+#[derive(Debug, Clone)]
+pub struct StepWork {
+    /// The organisation.
+    pub org_id: OrgId,
+    /// The instance.
+    pub instance: Instance,
+    /// The version's document.
+    pub document: serde_json::Value,
+    /// The couple.
+    pub couple: wedsync_core::couple::Couple,
+    /// What started it (the trigger event, when there was one).
+    pub context: serde_json::Value,
+}
+
+fn to_instance(row: &QueryResult) -> StoreResult<Instance> {
+    let parse = |col: &str| -> StoreResult<String> { Ok(row.try_get::<String>("", col)?) };
+    Ok(Instance {
+        id: parse("id")?
+            .parse()
+            .map_err(|e| corrupt(format!("{e:?}")))?,
+        journey_id: parse("journey_id")?
+            .parse()
+            .map_err(|e| corrupt(format!("{e:?}")))?,
+        version: row.try_get("", "version")?,
+        couple_id: parse("couple_id")?
+            .parse()
+            .map_err(|e| corrupt(format!("{e:?}")))?,
+        trigger_key: row.try_get("", "trigger_key")?,
+        status: row.try_get("", "status")?,
+        current_node: row.try_get("", "current_node")?,
+        step_seq: row.try_get("", "step_seq")?,
+        wait: row
+            .try_get::<Option<String>>("", "wait")?
+            .map(|w| serde_json::from_str(&w).map_err(corrupt))
+            .transpose()?,
+        due_at: row.try_get::<Option<i64>>("", "due_at")?.map(from_micros),
+        reason: row.try_get("", "reason")?,
+        created_at: from_micros(row.try_get("", "created_at")?),
+        updated_at: from_micros(row.try_get("", "updated_at")?),
+    })
+}
+
+fn to_step(row: &QueryResult) -> StoreResult<StepRecord> {
+    Ok(StepRecord {
+        seq: row.try_get("", "seq")?,
+        node_id: row.try_get("", "node_id")?,
+        node_type: row.try_get("", "node_type")?,
+        at: from_micros(row.try_get("", "at")?),
+        outcome: row.try_get("", "outcome")?,
+        detail: row.try_get("", "detail")?,
+        output: row
+            .try_get::<Option<String>>("", "output")?
+            .map(|o| serde_json::from_str(&o).map_err(corrupt))
+            .transpose()?,
+    })
+}
+
+async fn record_step<C: ConnectionTrait>(
+    db: &C,
+    instance: &str,
+    record: &StepRecord,
+) -> StoreResult<()> {
+    db.execute_raw(stmt(
+        db.get_database_backend(),
+        "INSERT INTO journey_steps (id, instance_id, seq, node_id, node_type, at, outcome, detail, output) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        vec![
+            wedsync_core::id::JourneyStepId::new_at(record.at).to_string().into(),
+            instance.into(),
+            record.seq.into(),
+            record.node_id.clone().into(),
+            record.node_type.clone().into(),
+            to_micros(record.at).into(),
+            record.outcome.clone().into(),
+            record.detail.clone().into(),
+            record.output.as_ref().map(|o| o.to_string()).into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+fn step_job(
+    org: &OrgId,
+    instance: &str,
+    seq: i32,
+    at: DateTime<Utc>,
+    priority: i32,
+) -> crate::queue::NewJob {
+    let mut job = crate::queue::NewJob::new(
+        STEP_KIND,
+        serde_json::json!({ "instance_id": instance, "seq": seq }),
+    );
+    job.org_id = Some(*org);
+    job.run_at = Some(at);
+    job.priority = priority;
+    job.dedupe_key = Some(format!("{instance}:{seq}"));
+    job
+}
+
+/// The queue priority of a step for a couple marrying on `wedding` in `zone`.
+fn step_priority(wedding: chrono::NaiveDate, zone: &str, now: DateTime<Utc>) -> i32 {
+    let today = wedsync_core::org::TimeZone::parse(zone)
+        .map(|z| now.with_timezone(&z.tz()).date_naive())
+        .ok();
+    if today == Some(wedding) {
+        wedsync_core::calendar::PRIORITY_WEDDING_TODAY
+    } else {
+        wedsync_core::calendar::PRIORITY_NORMAL
+    }
+}
+
+impl Store {
+    /// Starts `journey`'s published version for `couple`, once per `trigger_key`: a repeat
+    /// returns the existing instance (`false`). The first step runs through the queue.
+    pub async fn start_instance(
+        &self,
+        org: &OrgId,
+        journey: &JourneyId,
+        couple: &wedsync_core::id::CoupleId,
+        trigger_key: &str,
+        trigger_node: &str,
+        context: &serde_json::Value,
+    ) -> StoreResult<(Instance, bool)> {
+        if trigger_key.is_empty() || trigger_key.len() > 200 {
+            return Err(StoreError::Invalid(ValidationErrors::single(
+                "trigger_key",
+                "1 to 200 characters",
+            )));
+        }
+        let now = self.clock().now();
+        let couple_view = self.get_couple(org, couple).await?;
+        let tx = self.write_tx().await?;
+        let j = to_journey(&Self::journey_row(&tx, org, journey).await?)?;
+        let Some(version) = j.published_version else {
+            return Err(StoreError::Conflict(
+                "the journey has no published version to run; publish it first".into(),
+            ));
+        };
+        let existing = tx
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_instances WHERE journey_id = $1 AND couple_id = $2 AND trigger_key = $3",
+                vec![journey.to_string().into(), couple.to_string().into(), trigger_key.into()],
+            ))
+            .await?;
+        if let Some(row) = existing {
+            return Ok((to_instance(&row)?, false));
+        }
+        let id = wedsync_core::id::JourneyInstanceId::new_at(now);
+        tx.execute_raw(stmt(
+            self.backend(),
+            "INSERT INTO journey_instances (id, org_id, journey_id, version, couple_id, trigger_key, status, \
+             current_node, step_seq, wait, due_at, context, reason, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, 0, NULL, NULL, $8, NULL, $9, $9)",
+            vec![
+                id.to_string().into(),
+                org.to_string().into(),
+                journey.to_string().into(),
+                version.into(),
+                couple.to_string().into(),
+                trigger_key.into(),
+                trigger_node.into(),
+                context.to_string().into(),
+                to_micros(now).into(),
+            ],
+        ))
+        .await?;
+        record_step(
+            &tx,
+            &id.to_string(),
+            &StepRecord {
+                seq: 0,
+                node_id: trigger_node.into(),
+                node_type: "trigger".into(),
+                at: now,
+                outcome: "started".into(),
+                detail: format!("started on version {version} ({trigger_key})"),
+                output: None,
+            },
+        )
+        .await?;
+        let priority = step_priority(couple_view.wedding_date, &couple_view.time_zone, now);
+        crate::queue::enqueue_in(&tx, now, step_job(org, &id.to_string(), 0, now, priority))
+            .await?;
+        let row = tx
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_instances WHERE id = $1",
+                vec![id.to_string().into()],
+            ))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        self.wake_workers();
+        Ok((to_instance(&row)?, true))
+    }
+
+    /// What step `seq` of `instance` needs; `None` when the instance is gone or has moved on
+    /// (the job is stale).
+    pub async fn step_work(&self, instance: &str, seq: i32) -> StoreResult<Option<StepWork>> {
+        let row = self
+            .connection()
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_instances WHERE id = $1",
+                vec![instance.into()],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let inst = to_instance(&row)?;
+        if inst.step_seq != seq || !matches!(inst.status.as_str(), "running" | "waiting") {
+            return Ok(None);
+        }
+        let org: OrgId = row
+            .try_get::<String>("", "org_id")?
+            .parse()
+            .map_err(|e| corrupt(format!("{e:?}")))?;
+        let version = self
+            .journey_version(&org, &inst.journey_id, inst.version)
+            .await?;
+        let couple = self.get_couple(&org, &inst.couple_id).await?;
+        let context =
+            serde_json::from_str(&row.try_get::<String>("", "context")?).map_err(corrupt)?;
+        Ok(Some(StepWork {
+            org_id: org,
+            instance: inst,
+            document: version.document,
+            couple,
+            context,
+        }))
+    }
+
+    /// Records a step and moves the instance on, in one transaction, only if it is still at
+    /// `advance.seq` (otherwise nothing changes: another run got there first). Returns
+    /// whether it moved.
+    pub async fn advance_instance(
+        &self,
+        org: &OrgId,
+        instance: &str,
+        advance: Advance,
+    ) -> StoreResult<bool> {
+        let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let done = tx
+            .execute_raw(stmt(
+                self.backend(),
+                "UPDATE journey_instances SET step_seq = step_seq + 1, current_node = $1, status = $2, wait = $3, \
+                 due_at = $4, reason = $5, updated_at = $6 WHERE id = $7 AND step_seq = $8 \
+                 AND status IN ('running', 'waiting')",
+                vec![
+                    advance.next_node.clone().into(),
+                    advance.status.clone().into(),
+                    advance.wait.as_ref().map(|w| w.to_string()).into(),
+                    advance.run_at.filter(|_| advance.status == "waiting").map(to_micros).into(),
+                    advance.reason.clone().into(),
+                    to_micros(now).into(),
+                    instance.into(),
+                    advance.seq.into(),
+                ],
+            ))
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        record_step(&tx, instance, &advance.record).await?;
+        if let Some(at) = advance.run_at {
+            let row = tx
+                .query_one_raw(stmt(
+                    self.backend(),
+                    "SELECT c.wedding_date, c.time_zone FROM journey_instances i JOIN couples c ON c.id = i.couple_id WHERE i.id = $1",
+                    vec![instance.into()],
+                ))
+                .await?;
+            let priority = match row {
+                Some(r) => step_priority(
+                    r.try_get("", "wedding_date")?,
+                    &r.try_get::<String>("", "time_zone")?,
+                    at,
+                ),
+                None => 0,
+            };
+            crate::queue::enqueue_in(
+                &tx,
+                now,
+                step_job(org, instance, advance.seq + 1, at, priority),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.wake_workers();
+        Ok(true)
+    }
+
+    /// Cancels an instance (audited); its pending step does nothing when it runs.
+    pub async fn cancel_instance(
+        &self,
+        org: &OrgId,
+        instance: &str,
+        actor: &Actor,
+    ) -> StoreResult<Instance> {
+        let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let row = tx
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_instances WHERE org_id = $1 AND id = $2",
+                vec![org.to_string().into(), instance.into()],
+            ))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let inst = to_instance(&row)?;
+        if matches!(inst.status.as_str(), "running" | "waiting") {
+            tx.execute_raw(stmt(
+                self.backend(),
+                "UPDATE journey_instances SET status = 'cancelled', step_seq = step_seq + 1, reason = $1, \
+                 updated_at = $2 WHERE id = $3",
+                vec![format!("cancelled by {actor}").into(), to_micros(now).into(), instance.into()],
+            ))
+            .await?;
+            record_step(
+                &tx,
+                instance,
+                &StepRecord {
+                    seq: inst.step_seq,
+                    node_id: inst.current_node.clone(),
+                    node_type: "-".into(),
+                    at: now,
+                    outcome: "cancelled".into(),
+                    detail: format!("cancelled by {actor}"),
+                    output: None,
+                },
+            )
+            .await?;
+            audit::append(
+                &tx,
+                org,
+                now,
+                Change {
+                    actor,
+                    action: "journey_instance.cancel",
+                    target_type: "journey_instance",
+                    target_id: instance.to_owned(),
+                    before: Some(serde_json::json!({ "status": inst.status })),
+                    after: Some(serde_json::json!({ "status": "cancelled" })),
+                },
+            )
+            .await?;
+        }
+        let row = tx
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_instances WHERE id = $1",
+                vec![instance.into()],
+            ))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        to_instance(&row)
+    }
+
+    /// One instance with its history.
+    pub async fn get_instance(
+        &self,
+        org: &OrgId,
+        instance: &str,
+    ) -> StoreResult<(Instance, Vec<StepRecord>)> {
+        let row = self
+            .connection()
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_instances WHERE org_id = $1 AND id = $2",
+                vec![org.to_string().into(), instance.into()],
+            ))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let steps = self
+            .connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_steps WHERE instance_id = $1 ORDER BY id",
+                vec![instance.into()],
+            ))
+            .await?;
+        Ok((
+            to_instance(&row)?,
+            steps.iter().map(to_step).collect::<StoreResult<_>>()?,
+        ))
+    }
+
+    /// A journey's instances, oldest first.
+    pub async fn list_instances(
+        &self,
+        org: &OrgId,
+        journey: &JourneyId,
+        page: &PageRequest,
+    ) -> StoreResult<Page<Instance>> {
+        let limit = page.limit();
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_instances WHERE org_id = $1 AND journey_id = $2 AND id > $3 ORDER BY id LIMIT $4",
+                vec![
+                    org.to_string().into(),
+                    journey.to_string().into(),
+                    page.after.clone().unwrap_or_default().into(),
+                    i64::try_from(limit + 1).unwrap_or(i64::MAX).into(),
+                ],
+            ))
+            .await?;
+        let items = rows
+            .iter()
+            .map(to_instance)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, limit, |i| i.id.to_string()))
+    }
+}
+
+/// Recomputes, inside the transaction that moves a couple's date, every waiting instance's
+/// date-relative wait on that date: the wait's job moves (the old one becomes stale); a new
+/// instant already past follows the node's `if_passed` (`run_now`: continue at once;
+/// `skip`: the instance ends as skipped). Each decision is recorded in the history.
+pub(crate) async fn reschedule_waits<C: ConnectionTrait>(
+    db: &C,
+    org: &OrgId,
+    couple: &wedsync_core::id::CoupleId,
+    field: &str,
+    new_date: chrono::NaiveDate,
+    zone: &str,
+    now: DateTime<Utc>,
+) -> StoreResult<u64> {
+    let backend = db.get_database_backend();
+    let Ok(zone_tz) = wedsync_core::org::TimeZone::parse(zone) else {
+        return Ok(0);
+    };
+    let rows = db
+        .query_all_raw(stmt(
+            backend,
+            "SELECT * FROM journey_instances WHERE couple_id = $1 AND status = 'waiting'",
+            vec![couple.to_string().into()],
+        ))
+        .await?;
+    let mut moved = 0;
+    for row in &rows {
+        let inst = to_instance(row)?;
+        let Some(wait) = &inst.wait else { continue };
+        if wait.get("mode").and_then(serde_json::Value::as_str) != Some("until_date")
+            || wait.get("date").and_then(serde_json::Value::as_str) != Some(field)
+        {
+            continue;
+        }
+        let offset = wait
+            .get("offset_days")
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0);
+        let Some(at) = wait
+            .get("at")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|t| chrono::NaiveTime::parse_from_str(t, "%H:%M").ok())
+        else {
+            continue;
+        };
+        let instant = wedsync_core::localtime::date_relative_instant(
+            new_date,
+            i32::try_from(offset).unwrap_or(0),
+            at,
+            zone_tz.tz(),
+        );
+        let id = inst.id.to_string();
+        let passed = instant <= now;
+        let skip =
+            passed && wait.get("if_passed").and_then(serde_json::Value::as_str) == Some("skip");
+        let (status, due, detail) = if skip {
+            (
+                "skipped",
+                None,
+                format!(
+                    "{field} moved to {new_date}: the wait's instant has passed and its policy is skip"
+                ),
+            )
+        } else if passed {
+            (
+                "waiting",
+                Some(now),
+                format!(
+                    "{field} moved to {new_date}: the wait's instant has passed, so it runs now"
+                ),
+            )
+        } else {
+            (
+                "waiting",
+                Some(instant),
+                format!(
+                    "{field} moved to {new_date}: now waiting until {}",
+                    instant.to_rfc3339()
+                ),
+            )
+        };
+        db.execute_raw(stmt(
+            backend,
+            "UPDATE journey_instances SET step_seq = step_seq + 1, status = $1, due_at = $2, reason = $3, \
+             updated_at = $4 WHERE id = $5",
+            vec![
+                status.into(),
+                due.map(to_micros).into(),
+                skip.then(|| detail.clone()).into(),
+                to_micros(now).into(),
+                id.clone().into(),
+            ],
+        ))
+        .await?;
+        record_step(
+            db,
+            &id,
+            &StepRecord {
+                seq: inst.step_seq,
+                node_id: inst.current_node.clone(),
+                node_type: "wait".into(),
+                at: now,
+                outcome: if skip {
+                    "skipped".into()
+                } else {
+                    "rescheduled".into()
+                },
+                detail,
+                output: None,
+            },
+        )
+        .await?;
+        if let Some(due) = due {
+            crate::queue::enqueue_in(db, now, step_job(org, &id, inst.step_seq + 1, due, 0))
+                .await?;
+        }
+        moved += 1;
+    }
+    Ok(moved)
+}

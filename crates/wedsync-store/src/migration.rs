@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_outbound::Migration),
             Box::new(m0005_notifications::Migration),
             Box::new(m0006_journeys::Migration),
+            Box::new(m0007_journey_instances::Migration),
         ]
     }
 }
@@ -1180,6 +1181,117 @@ mod m0006_journeys {
 
         async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             for table in ["journey_versions", "journeys"] {
+                manager
+                    .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+mod m0007_journey_instances {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0007_journey_instances"
+        }
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // One row per running journey for one couple. `step_seq` numbers the steps: a job
+            // names the step it runs, so a rerun or an overtaken job does nothing.
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("journey_instances"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("journey_id"))
+                        .col(integer("version"))
+                        .col(string("couple_id"))
+                        .col(string("trigger_key"))
+                        .col(string("status"))
+                        .col(string("current_node"))
+                        .col(integer("step_seq"))
+                        .col(text_null("wait"))
+                        .col(big_integer_null("due_at"))
+                        .col(text("context"))
+                        .col(text_null("reason"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut fk(
+                            "fk_journey_instances_journey",
+                            "journey_instances",
+                            &["journey_id"],
+                            "journeys",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            for (name, cols, unique) in [
+                (
+                    "ux_journey_instances_start",
+                    &["journey_id", "couple_id", "trigger_key"][..],
+                    true,
+                ),
+                (
+                    "ix_journey_instances_couple",
+                    &["couple_id", "status"][..],
+                    false,
+                ),
+                (
+                    "ix_journey_instances_org",
+                    &["org_id", "journey_id", "id"][..],
+                    false,
+                ),
+            ] {
+                manager
+                    .create_index(index(name, "journey_instances", cols, unique))
+                    .await?;
+            }
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("journey_steps"))
+                        .col(string("id").primary_key())
+                        .col(string("instance_id"))
+                        .col(integer("seq"))
+                        .col(string("node_id"))
+                        .col(string("node_type"))
+                        .col(big_integer("at"))
+                        .col(string("outcome"))
+                        .col(text("detail"))
+                        .col(text_null("output"))
+                        .foreign_key(&mut fk(
+                            "fk_journey_steps_instance",
+                            "journey_steps",
+                            &["instance_id"],
+                            "journey_instances",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_journey_steps_instance",
+                    "journey_steps",
+                    &["instance_id", "id"],
+                    false,
+                ))
+                .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            for table in ["journey_steps", "journey_instances"] {
                 manager
                     .drop_table(Table::drop().table(Alias::new(table)).to_owned())
                     .await?;

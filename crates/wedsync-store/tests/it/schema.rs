@@ -26,7 +26,8 @@ async fn migrating_twice_is_a_no_op() {
             "m0003_inbound",
             "m0004_outbound",
             "m0005_notifications",
-            "m0006_journeys"
+            "m0006_journeys",
+            "m0007_journey_instances"
         ]
     );
     assert!(store.migrate().await.expect("again").is_empty());

@@ -1,4 +1,6 @@
-//! Couple-local, date-relative instants for `date_reached` triggers and `until_date` waits.
+//! Couple-local, date-relative instants for `date_reached` triggers and `until_date` waits
+//! (journeys), shared by the journey engine and the store, which recomputes waits when a
+//! date moves.
 
 use chrono::{
     DateTime, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Utc,

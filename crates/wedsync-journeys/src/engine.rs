@@ -1,0 +1,543 @@
+//! The durable engine's step runner: the `journey.step` job runs the node an instance is at,
+//! exactly once in effect, and moves the instance on.
+//!
+//! Exactly once: a job names the instance and its step number; the instance moves on only
+//! if it is still at that step (a conditional update in the same transaction that records
+//! the step and enqueues the next job), and every effect carries the step-scoped key
+//! `journey:<instance>:<step>[:<n>]`, which the notification and message stores honour, so a
+//! step rerun after a crash finds its effect instead of repeating it.
+//!
+//! Runs today: `trigger`, `email`, `sms`, `notification`, `webhook`, `decision`, `wait`
+//! (a duration, or until a date relative to the wedding date, which follows the date when
+//! it moves) and `end`. Other nodes (`client_action`, `vendor_action`, `payment`, `task`,
+//! `crm_update`, waits for events) stop the instance as `blocked`, saying so.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde_json::{Value, json};
+use wedsync_core::notify::NotifyChannel;
+use wedsync_store::Store;
+use wedsync_store::journeys::{Advance, STEP_KEY_WINDOW_DAYS, StepRecord, StepWork};
+use wedsync_store::notify::{NotificationInput, Recipient as To};
+use wedsync_store::queue::Job;
+use wedsync_store::worker::{JobError, JobHandler};
+
+use crate::model::{EmailContent, IfPassed, MessageBody, NodeKind, Recipient, WEDDING_DATE, Wait};
+use crate::{JourneyDocument, date_relative_instant};
+
+fn transient(e: impl std::fmt::Display) -> JobError {
+    JobError::transient(e.to_string())
+}
+
+/// The handler for `journey.step` jobs.
+pub fn step_handler(store: Store) -> impl JobHandler {
+    move |job: Job| {
+        let store = store.clone();
+        async move {
+            let (Some(instance), Some(seq)) = (
+                job.payload.get("instance_id").and_then(Value::as_str),
+                job.payload
+                    .get("seq")
+                    .and_then(Value::as_i64)
+                    .and_then(|s| i32::try_from(s).ok()),
+            ) else {
+                return Err(JobError::Permanent("malformed journey step job".into()));
+            };
+            let Some(work) = store.step_work(instance, seq).await.map_err(transient)? else {
+                return Ok(()); // moved on, cancelled or gone: this job is stale
+            };
+            let now = store.clock().now();
+            if work.instance.status == "waiting"
+                && let Some(due) = work.instance.due_at
+                && due > now
+            {
+                return Err(JobError::Deferred {
+                    until: due,
+                    reason: "the wait is not over".into(),
+                });
+            }
+            let advance = run_step(&store, &work, now).await?;
+            let moved = store
+                .advance_instance(&work.org_id, instance, advance)
+                .await
+                .map_err(transient)?;
+            if moved {
+                metrics::counter!("wedsync_journey_steps_total").increment(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn record(
+    seq: i32,
+    node: &str,
+    kind: &str,
+    now: DateTime<Utc>,
+    outcome: &str,
+    detail: String,
+    output: Option<Value>,
+) -> StepRecord {
+    StepRecord {
+        seq,
+        node_id: node.to_owned(),
+        node_type: kind.to_owned(),
+        at: now,
+        outcome: outcome.to_owned(),
+        detail,
+        output,
+    }
+}
+
+fn stop(
+    seq: i32,
+    node: &str,
+    kind: &str,
+    now: DateTime<Utc>,
+    status: &str,
+    reason: String,
+) -> Advance {
+    Advance {
+        seq,
+        record: record(seq, node, kind, now, status, reason.clone(), None),
+        next_node: node.to_owned(),
+        status: status.to_owned(),
+        wait: None,
+        run_at: None,
+        reason: Some(reason),
+    }
+}
+
+fn go_on(
+    seq: i32,
+    node: &str,
+    kind: &str,
+    now: DateTime<Utc>,
+    next: Option<&str>,
+    detail: String,
+    output: Option<Value>,
+) -> Advance {
+    match next {
+        Some(next) => Advance {
+            seq,
+            record: record(seq, node, kind, now, "done", detail, output),
+            next_node: next.to_owned(),
+            status: "running".into(),
+            wait: None,
+            run_at: Some(now),
+            reason: None,
+        },
+        None => Advance {
+            seq,
+            record: record(
+                seq,
+                node,
+                kind,
+                now,
+                "done",
+                format!("{detail}; no next step"),
+                output,
+            ),
+            next_node: node.to_owned(),
+            status: "blocked".into(),
+            wait: None,
+            run_at: None,
+            reason: Some(format!("node {node} has no next step")),
+        },
+    }
+}
+
+/// The couple's partners a message goes to: `(index, name, email, phone)`.
+fn partners(work: &StepWork, to: Recipient) -> Vec<(usize, To)> {
+    let p = &work.couple.partners;
+    let pick: Vec<usize> = match to {
+        Recipient::PartnerA => vec![0],
+        Recipient::PartnerB => vec![1],
+        Recipient::BothPartners => vec![0, 1],
+        Recipient::Vendor => vec![],
+    };
+    pick.into_iter()
+        .filter_map(|i| {
+            p.get(i).map(|partner| {
+                (
+                    i,
+                    To {
+                        id: Some(format!("{}:partner{}", work.couple.id, i)),
+                        name: Some(partner.name.clone()),
+                        email: partner.email.clone(),
+                        phone: partner.phone.clone(),
+                        time_zone: Some(work.couple.time_zone.clone()),
+                        push: None,
+                    },
+                )
+            })
+        })
+        .collect()
+}
+
+async fn send(
+    store: &Store,
+    work: &StepWork,
+    seq: i32,
+    n: usize,
+    input: NotificationInput,
+) -> Result<String, JobError> {
+    let key = format!("journey:{}:{seq}:{n}", work.instance.id);
+    let (created, _) = store
+        .create_notification(
+            &work.org_id,
+            input,
+            Some(&key),
+            TimeDelta::days(STEP_KEY_WINDOW_DAYS),
+        )
+        .await
+        .map_err(|e| match e {
+            wedsync_store::StoreError::Invalid(v) => JobError::Permanent(v.to_string()),
+            other => transient(other),
+        })?;
+    Ok(created.id.to_string())
+}
+
+fn data_for(work: &StepWork) -> Value {
+    json!({
+        "journey": { "id": work.instance.journey_id, "instance": work.instance.id, "version": work.instance.version },
+        "event": work.context,
+    })
+}
+
+async fn run_step(store: &Store, work: &StepWork, now: DateTime<Utc>) -> Result<Advance, JobError> {
+    let inst = &work.instance;
+    let seq = inst.step_seq;
+    let doc = JourneyDocument::parse(&work.document)
+        .map_err(|e| JobError::Permanent(format!("the published document does not parse: {e}")))?;
+    let Some(node) = doc.node(&inst.current_node) else {
+        return Ok(stop(
+            seq,
+            &inst.current_node,
+            "-",
+            now,
+            "blocked",
+            format!(
+                "node {} is not in version {}",
+                inst.current_node, inst.version
+            ),
+        ));
+    };
+    let id = node.id.as_str();
+    let kind = node.kind.type_name();
+    // A wait whose time has come: continue after it.
+    if inst.status == "waiting" {
+        return Ok(go_on(
+            seq,
+            id,
+            kind,
+            now,
+            doc.next(id, None),
+            "the wait is over".into(),
+            None,
+        ));
+    }
+    Ok(match &node.kind {
+        NodeKind::Trigger(_) => go_on(
+            seq,
+            id,
+            kind,
+            now,
+            doc.next(id, None),
+            "started".into(),
+            None,
+        ),
+        NodeKind::Email(e) => {
+            let (subject, text, html, template) = match &e.content {
+                EmailContent::Template { name } => (None, None, None, Some(name.clone())),
+                EmailContent::Inline {
+                    subject,
+                    text,
+                    html,
+                } => (
+                    Some(subject.clone()),
+                    Some(text.clone()),
+                    html.clone(),
+                    None,
+                ),
+            };
+            let mut sent = Vec::new();
+            for (i, to) in partners(work, e.to) {
+                if to.email.is_none() {
+                    continue;
+                }
+                let input = NotificationInput {
+                    channel: Some(NotifyChannel::Email),
+                    to,
+                    template: template.clone(),
+                    subject: subject.clone(),
+                    text: text.clone(),
+                    html: html.clone(),
+                    data: Some(data_for(work)),
+                    couple_id: Some(work.couple.id),
+                    ..Default::default()
+                };
+                sent.push(send(store, work, seq, i, input).await?);
+            }
+            let detail = format!("email to {} recipient(s)", sent.len());
+            go_on(
+                seq,
+                id,
+                kind,
+                now,
+                doc.next(id, None),
+                detail,
+                Some(json!({ "notifications": sent })),
+            )
+        }
+        NodeKind::Sms(s) => {
+            let (template, text) = match &s.body {
+                MessageBody::Template { name } => (Some(name.clone()), None),
+                MessageBody::Text { text } => (None, Some(text.clone())),
+            };
+            let mut sent = Vec::new();
+            for (i, to) in partners(work, s.to) {
+                if to.phone.is_none() {
+                    continue;
+                }
+                let input = NotificationInput {
+                    channel: Some(NotifyChannel::Sms),
+                    to,
+                    template: template.clone(),
+                    text: text.clone(),
+                    data: Some(data_for(work)),
+                    couple_id: Some(work.couple.id),
+                    ..Default::default()
+                };
+                sent.push(send(store, work, seq, i, input).await?);
+            }
+            let detail = format!("SMS to {} recipient(s)", sent.len());
+            go_on(
+                seq,
+                id,
+                kind,
+                now,
+                doc.next(id, None),
+                detail,
+                Some(json!({ "notifications": sent })),
+            )
+        }
+        NodeKind::Notification(n) => {
+            let (template, text) = match &n.body {
+                MessageBody::Template { name } => (Some(name.clone()), None),
+                MessageBody::Text { text } => (None, Some(text.clone())),
+            };
+            let to = if n.channel.is_personal() {
+                To {
+                    id: Some(
+                        n.to.clone()
+                            .unwrap_or_else(|| format!("{}:couple", work.couple.id)),
+                    ),
+                    ..Default::default()
+                }
+            } else {
+                To::default()
+            };
+            let input = NotificationInput {
+                channel: Some(n.channel),
+                to,
+                template,
+                text,
+                data: Some(data_for(work)),
+                couple_id: Some(work.couple.id),
+                ..Default::default()
+            };
+            let sent = send(store, work, seq, 0, input).await?;
+            go_on(
+                seq,
+                id,
+                kind,
+                now,
+                doc.next(id, None),
+                format!("{} notification", n.channel),
+                Some(json!({ "notifications": [sent] })),
+            )
+        }
+        NodeKind::Webhook(w) => {
+            let mut data =
+                json!({ "couple_id": work.couple.id, "journey": data_for(work)["journey"] });
+            if let (Some(extra), Some(obj)) = (&w.data, data.as_object_mut()) {
+                for (k, v) in extra {
+                    obj.insert(k.clone(), v.clone());
+                }
+            }
+            let key = format!("journey:{}:{seq}:0", inst.id);
+            let (message, _) = store
+                .create_message(
+                    &work.org_id,
+                    wedsync_store::webhooks::MessageInput {
+                        event_type: w.event_type.clone(),
+                        data,
+                    },
+                    Some(&key),
+                    TimeDelta::days(STEP_KEY_WINDOW_DAYS),
+                    None,
+                )
+                .await
+                .map_err(transient)?;
+            go_on(
+                seq,
+                id,
+                kind,
+                now,
+                doc.next(id, None),
+                format!("webhook {}", w.event_type),
+                Some(json!({ "message": message.id })),
+            )
+        }
+        NodeKind::Decision(d) => {
+            let couple = serde_json::to_value(&work.couple).unwrap_or(Value::Null);
+            let ctx = minijinja::Value::from(minijinja::value::Serde(json!({
+                "event": work.context, "couple": couple, "journey": { "now": now },
+            })));
+            let mut env = minijinja::Environment::new();
+            env.set_fuel(Some(10_000));
+            let mut label = None;
+            for c in &d.conditions {
+                match env
+                    .compile_expression(&c.when)
+                    .and_then(|e| e.eval(ctx.clone()))
+                {
+                    Ok(v) if v.is_true() => {
+                        label = Some(c.label.clone());
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Ok(stop(
+                            seq,
+                            id,
+                            kind,
+                            now,
+                            "blocked",
+                            format!("condition `{}` failed: {e}", c.when),
+                        ));
+                    }
+                }
+            }
+            let label = label.unwrap_or_else(|| d.default_label.clone());
+            go_on(
+                seq,
+                id,
+                kind,
+                now,
+                doc.next(id, Some(&label)),
+                format!("decided: {label}"),
+                Some(json!({ "label": label })),
+            )
+        }
+        NodeKind::Wait(Wait::Duration { seconds }) => {
+            let due = now + TimeDelta::seconds(i64::try_from(*seconds).unwrap_or(i64::MAX / 1000));
+            waiting(
+                seq,
+                id,
+                now,
+                due,
+                json!({ "mode": "duration", "seconds": seconds }),
+            )
+        }
+        NodeKind::Wait(Wait::UntilDate {
+            date,
+            offset_days,
+            at,
+            if_passed,
+        }) => {
+            if date != WEDDING_DATE {
+                return Ok(stop(
+                    seq,
+                    id,
+                    kind,
+                    now,
+                    "blocked",
+                    format!("waits on `{date}`, which couples do not have yet"),
+                ));
+            }
+            let zone = wedsync_core::org::TimeZone::parse(&work.couple.time_zone)
+                .map_err(|e| JobError::Permanent(e.to_string()))?;
+            let instant =
+                date_relative_instant(work.couple.wedding_date, *offset_days, *at, zone.tz());
+            let rule = json!({
+                "mode": "until_date", "date": date, "offset_days": offset_days,
+                "at": at.format("%H:%M").to_string(),
+                "if_passed": if *if_passed == IfPassed::Skip { "skip" } else { "run_now" },
+            });
+            if instant > now {
+                waiting(seq, id, now, instant, rule)
+            } else if *if_passed == IfPassed::Skip {
+                stop(
+                    seq,
+                    id,
+                    kind,
+                    now,
+                    "skipped",
+                    format!(
+                        "{date} {offset_days:+} days had already passed ({}); its policy is skip",
+                        instant.to_rfc3339()
+                    ),
+                )
+            } else {
+                go_on(
+                    seq,
+                    id,
+                    kind,
+                    now,
+                    doc.next(id, None),
+                    format!(
+                        "{date} {offset_days:+} days had already passed ({}): runs now",
+                        instant.to_rfc3339()
+                    ),
+                    None,
+                )
+            }
+        }
+        NodeKind::End(_) => Advance {
+            seq,
+            record: record(
+                seq,
+                id,
+                kind,
+                now,
+                "completed",
+                "the journey ends".into(),
+                None,
+            ),
+            next_node: id.to_owned(),
+            status: "completed".into(),
+            wait: None,
+            run_at: None,
+            reason: None,
+        },
+        other => stop(
+            seq,
+            id,
+            kind,
+            now,
+            "blocked",
+            format!("the engine does not run {} steps yet", other.type_name()),
+        ),
+    })
+}
+
+fn waiting(seq: i32, node: &str, now: DateTime<Utc>, due: DateTime<Utc>, rule: Value) -> Advance {
+    Advance {
+        seq,
+        record: record(
+            seq,
+            node,
+            "wait",
+            now,
+            "waiting",
+            format!("waits until {}", due.to_rfc3339()),
+            Some(rule.clone()),
+        ),
+        next_node: node.to_owned(),
+        status: "waiting".into(),
+        wait: Some(rule),
+        run_at: Some(due),
+        reason: None,
+    }
+}
