@@ -571,6 +571,11 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
             store
                 .apply_provider_status(&event_id)
                 .await
+                .map_err(|e| crate::worker::JobError::transient(e.to_string()))?;
+            // Journeys this event triggers for its couple start (once per event).
+            store
+                .start_journeys_for_inbound(&event_id)
+                .await
                 .map(|_| ())
                 .map_err(|e| crate::worker::JobError::transient(e.to_string()))
         }

@@ -1036,3 +1036,138 @@ pub(crate) async fn reschedule_waits<C: ConnectionTrait>(
     }
     Ok(moved)
 }
+
+/// Whether every `path: value` of a trigger filter holds in `data` (dot-separated paths).
+fn filter_matches(data: &serde_json::Value, filter: Option<&serde_json::Value>) -> bool {
+    let Some(filter) = filter.and_then(serde_json::Value::as_object) else {
+        return true;
+    };
+    filter.iter().all(|(path, expected)| {
+        let mut at = data;
+        for part in path.split('.') {
+            match at.get(part) {
+                Some(v) => at = v,
+                None => return false,
+            }
+        }
+        at == expected
+    })
+}
+
+/// The trigger node of a published document that `event_type` with `data` starts, if any.
+fn trigger_for(
+    document: &serde_json::Value,
+    event_type: &str,
+    data: &serde_json::Value,
+) -> Option<String> {
+    let nodes = document.get("nodes")?.as_array()?;
+    let node = nodes
+        .iter()
+        .find(|n| n.get("type").and_then(serde_json::Value::as_str) == Some("trigger"))?;
+    let trigger = node.pointer("/data/trigger")?;
+    let kind = trigger.get("kind").and_then(serde_json::Value::as_str)?;
+    let fires = match kind {
+        "event" => {
+            trigger
+                .get("event_type")
+                .and_then(serde_json::Value::as_str)
+                == Some(event_type)
+                && filter_matches(data, trigger.get("filter"))
+        }
+        "form_submission" => {
+            event_type == "form.submitted"
+                && trigger
+                    .get("form_id")
+                    .and_then(serde_json::Value::as_str)
+                    .is_none_or(|f| {
+                        data.get("form_id").and_then(serde_json::Value::as_str) == Some(f)
+                    })
+        }
+        "payment_received" => event_type == "payment.completed",
+        _ => false,
+    };
+    fires.then(|| {
+        node.get("id")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    })?
+}
+
+impl Store {
+    /// Starts every published journey of `org` whose trigger `event_type` (with `data`)
+    /// fires, for `couple`, keyed by `event_key` so a redelivered or rerouted event starts
+    /// nothing twice. Returns the instances started now.
+    pub async fn start_journeys_for_event(
+        &self,
+        org: &OrgId,
+        event_type: &str,
+        event_key: &str,
+        couple: &wedsync_core::id::CoupleId,
+        data: &serde_json::Value,
+    ) -> StoreResult<Vec<wedsync_core::id::JourneyInstanceId>> {
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT j.id, v.document FROM journeys j JOIN journey_versions v \
+                 ON v.journey_id = j.id AND v.version = j.published_version WHERE j.org_id = $1",
+                vec![org.to_string().into()],
+            ))
+            .await?;
+        let mut started = Vec::new();
+        for row in &rows {
+            let document: serde_json::Value =
+                serde_json::from_str(&row.try_get::<String>("", "document")?).map_err(corrupt)?;
+            let Some(trigger_node) = trigger_for(&document, event_type, data) else {
+                continue;
+            };
+            let journey: JourneyId = row
+                .try_get::<String>("", "id")?
+                .parse()
+                .map_err(|e| corrupt(format!("{e:?}")))?;
+            let context = serde_json::json!({ "type": event_type, "id": event_key, "data": data });
+            let (instance, created) = self
+                .start_instance(
+                    org,
+                    &journey,
+                    couple,
+                    &format!("event:{event_key}"),
+                    &trigger_node,
+                    &context,
+                )
+                .await?;
+            if created {
+                started.push(instance.id);
+            }
+        }
+        Ok(started)
+    }
+
+    /// Starts the journeys a routed inbound event triggers (it must name a couple).
+    pub async fn start_journeys_for_inbound(&self, event_id: &str) -> StoreResult<usize> {
+        let row = self
+            .connection()
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT org_id, event_type, couple_id, data FROM events WHERE id = $1",
+                vec![event_id.into()],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(0) };
+        let Some(couple) = row.try_get::<Option<String>>("", "couple_id")? else {
+            return Ok(0);
+        };
+        let org: OrgId = row
+            .try_get::<String>("", "org_id")?
+            .parse()
+            .map_err(|e| corrupt(format!("{e:?}")))?;
+        let couple = couple.parse().map_err(|e| corrupt(format!("{e:?}")))?;
+        let data: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String>("", "data")?).unwrap_or_default();
+        let event_type: String = row.try_get("", "event_type")?;
+        Ok(self
+            .start_journeys_for_event(&org, &event_type, event_id, &couple, &data)
+            .await?
+            .len())
+    }
+}

@@ -130,12 +130,48 @@ pub fn publish_handler(store: Store) -> impl crate::worker::JobHandler {
             store
                 .publish_event(&event_id, job.priority)
                 .await
+                .map_err(|e| crate::worker::JobError::transient(e.to_string()))?;
+            // The hub's own events (booking.created, client.created…) start journeys too.
+            store
+                .start_journeys_for_outbox(&event_id)
+                .await
+                .map(|_| ())
                 .map_err(|e| crate::worker::JobError::transient(e.to_string()))
         }
     }
 }
 
 impl Store {
+    /// Starts the journeys an outbox event triggers: the couple is the subject of `client.*`
+    /// events and `data.booking.couple_id` of `booking.*` ones.
+    pub async fn start_journeys_for_outbox(&self, event_id: &str) -> StoreResult<usize> {
+        let Some(m) = outbox_event::Entity::find_by_id(event_id.to_owned())
+            .one(self.connection())
+            .await?
+        else {
+            return Ok(0);
+        };
+        let data: serde_json::Value = serde_json::from_str(&m.data).unwrap_or_default();
+        let couple = if m.subject.starts_with(wedsync_core::id::CoupleId::PREFIX) {
+            Some(m.subject.clone())
+        } else {
+            data.pointer("/booking/couple_id")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+        };
+        let Some(couple) = couple.and_then(|c| c.parse::<wedsync_core::id::CoupleId>().ok()) else {
+            return Ok(0);
+        };
+        let org = m
+            .org_id
+            .parse()
+            .map_err(|_| crate::StoreError::Conflict("stored outbox event is unreadable".into()))?;
+        Ok(self
+            .start_journeys_for_event(&org, &m.event_type, event_id, &couple, &data)
+            .await?
+            .len())
+    }
+
     /// Publishes an outbox event: fans it out to the organisation's webhook endpoints and
     /// marks it published, in one transaction; running it again changes nothing.
     pub async fn publish_event(&self, event_id: &str, priority: i32) -> StoreResult<()> {

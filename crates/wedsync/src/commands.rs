@@ -788,6 +788,12 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
                 wedsync_core::retry::RetryPolicy::default(),
             )
             .register(
+                wedsync_store::journeys::STEP_KIND,
+                wedsync_journeys::engine::step_handler(store.clone()),
+                settings.notify.concurrency,
+                wedsync_core::retry::RetryPolicy::default(),
+            )
+            .register(
                 wedsync_store::notify::ESCALATE_KIND,
                 wedsync_notify::worker::escalate_handler(notifier.clone()),
                 4,

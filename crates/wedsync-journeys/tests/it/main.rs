@@ -412,3 +412,58 @@ async fn starting_is_idempotent_and_a_step_rerun_after_a_crash_reuses_its_effect
         Some(json!({ "notifications": [pre.id.to_string()] }))
     );
 }
+
+#[tokio::test]
+async fn a_booking_created_through_the_api_starts_its_journey_once_for_the_couple() {
+    let c = ctx("2027-03-01T10:00:00Z", "2027-09-18").await;
+    let mut doc = countdown("run_now");
+    doc["nodes"][0]["data"] =
+        json!({ "trigger": { "kind": "event", "event_type": "booking.created" } });
+    let journey = c.publish(doc).await;
+    let input: wedsync_core::booking::BookingInput = serde_json::from_value(json!({
+        "couple_id": c.couple.to_string(),
+        "service": "Photography",
+        "starts_at": "2027-09-18T11:00:00Z",
+        "ends_at": "2027-09-18T22:00:00Z",
+        "value": { "amount_minor": 250000, "currency": "GBP" }
+    }))
+    .expect("booking input");
+    c.store
+        .create_booking(
+            &c.org,
+            &c.couple,
+            input.validate().expect("valid"),
+            &operator(),
+        )
+        .await
+        .expect("booking");
+    let publish = wedsync_store::outbox::publish_handler(c.store.clone());
+    for _ in 0..2 {
+        // Publishing twice (a rerun) starts nothing twice.
+        let jobs = c
+            .store
+            .claim(
+                "test",
+                wedsync_store::outbox::PUBLISH_KIND,
+                10,
+                TimeDelta::minutes(1),
+            )
+            .await
+            .expect("claim");
+        for job in jobs {
+            publish.run(job.clone()).await.expect("publish");
+            publish.run(job).await.expect("publish again");
+        }
+    }
+    let instances = c
+        .store
+        .list_instances(&c.org, &journey, &PageRequest::default())
+        .await
+        .expect("list")
+        .data;
+    assert_eq!(instances.len(), 1);
+    assert!(instances[0].trigger_key.starts_with("event:"));
+    c.drain().await;
+    assert_eq!(c.sent(Email).await.len(), 1, "the welcome email");
+    assert_eq!(c.instance(&instances[0]).await.0.status, "waiting");
+}

@@ -12,7 +12,7 @@ use wedsync_core::id::JourneyId;
 use wedsync_core::org::Role;
 use wedsync_journeys::{JourneyDocument, Mode, validate};
 use wedsync_store::StoreError;
-use wedsync_store::journeys::{Journey, JourneyVersion};
+use wedsync_store::journeys::{Instance, Journey, JourneyVersion, StepRecord};
 
 use super::{ListResponse, Paging, path_id};
 use crate::AppState;
@@ -32,6 +32,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(simulate_document))
         .routes(routes!(simulate_journey))
         .routes(routes!(journey_templates))
+        .routes(routes!(list_instances, start_instance))
+        .routes(routes!(get_instance))
+        .routes(routes!(cancel_instance))
 }
 
 fn missing(e: StoreError) -> ApiError {
@@ -431,4 +434,150 @@ async fn simulate_journey(
         }
     };
     Ok(Json(run_simulation(&document, &input.input)?))
+}
+
+/// Whom to start a journey for.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartInput {
+    /// The couple (`cpl_…`).
+    #[schema(value_type = String)]
+    pub couple_id: wedsync_core::id::CoupleId,
+    /// Starting again with the same key returns the same instance (default `manual`).
+    #[serde(default)]
+    pub trigger_key: Option<String>,
+}
+
+/// Starts the published version for a couple, by hand; idempotent per trigger key.
+#[utoipa::path(post, path = "/v1/journeys/{id}/instances", tag = "journeys", params(("id" = String, Path, description = "jny_…")),
+    request_body = StartInput,
+    responses((status = 201, body = Instance), (status = 200, description = "already started with this key", body = Instance),
+        (status = 404, body = Problem), (status = 409, body = Problem)))]
+async fn start_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<StartInput>,
+) -> ApiResult<(StatusCode, Json<Instance>)> {
+    caller.require(Role::Editor)?;
+    let id: JourneyId = path_id(&id, "journey")?;
+    let journey = state
+        .store
+        .get_journey(&caller.0.org_id, &id)
+        .await
+        .map_err(missing)?;
+    let Some(version) = journey.published_version else {
+        return Err(ApiError::conflict(
+            "the journey has no published version to run; publish it first",
+        ));
+    };
+    let document = state
+        .store
+        .journey_version(&caller.0.org_id, &id, version)
+        .await
+        .map_err(missing)?
+        .document;
+    let doc = JourneyDocument::parse(&document).map_err(|e| prefixed(e, "document"))?;
+    let Some(trigger) = doc
+        .nodes
+        .iter()
+        .find(|n| matches!(n.kind, wedsync_journeys::NodeKind::Trigger(_)))
+    else {
+        return Err(ApiError::conflict("the published version has no trigger"));
+    };
+    let key = format!("manual:{}", input.trigger_key.as_deref().unwrap_or("start"));
+    let (instance, created) = state
+        .store
+        .start_instance(
+            &caller.0.org_id,
+            &id,
+            &input.couple_id,
+            &key,
+            &trigger.id,
+            &serde_json::json!({ "type": "manual" }),
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("couple"),
+            other => other.into(),
+        })?;
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(instance),
+    ))
+}
+
+/// A journey's instances.
+#[utoipa::path(get, path = "/v1/journeys/{id}/instances", tag = "journeys", params(("id" = String, Path, description = "jny_…"), Paging),
+    responses((status = 200, body = ListResponse<Instance>)))]
+async fn list_instances(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> ApiResult<Json<ListResponse<Instance>>> {
+    caller.require(Role::Viewer)?;
+    let id: JourneyId = path_id(&id, "journey")?;
+    let page = paging.request()?;
+    Ok(Json(
+        state
+            .store
+            .list_instances(&caller.0.org_id, &id, &page)
+            .await?
+            .into(),
+    ))
+}
+
+/// An instance with its full history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct InstanceDetail {
+    /// The instance.
+    pub instance: Instance,
+    /// What ran, when, with what outcome and output.
+    pub history: Vec<StepRecord>,
+}
+
+/// One instance with its history.
+#[utoipa::path(get, path = "/v1/journey-instances/{id}", tag = "journeys", params(("id" = String, Path, description = "jin_…")),
+    responses((status = 200, body = InstanceDetail), (status = 404, body = Problem)))]
+async fn get_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<InstanceDetail>> {
+    caller.require(Role::Viewer)?;
+    let (instance, history) = state
+        .store
+        .get_instance(&caller.0.org_id, &id)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::not_found("journey instance"),
+            other => other.into(),
+        })?;
+    Ok(Json(InstanceDetail { instance, history }))
+}
+
+/// Cancels an instance; its pending step does nothing. Audited.
+#[utoipa::path(post, path = "/v1/journey-instances/{id}/cancel", tag = "journeys", params(("id" = String, Path, description = "jin_…")),
+    responses((status = 200, body = Instance), (status = 404, body = Problem)))]
+async fn cancel_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Instance>> {
+    caller.require(Role::Editor)?;
+    Ok(Json(
+        state
+            .store
+            .cancel_instance(&caller.0.org_id, &id, &caller.actor())
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::not_found("journey instance"),
+                other => other.into(),
+            })?,
+    ))
 }

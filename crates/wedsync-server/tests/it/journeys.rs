@@ -233,3 +233,78 @@ async fn journeys_are_drafted_with_optimistic_locking_published_as_versions_and_
         "{actions:?}"
     );
 }
+
+#[tokio::test]
+async fn instances_are_started_by_hand_idempotently_inspected_and_cancelled() {
+    let app = spawn_app().await;
+    let (_, key) = app.org("Lens & Lace").await;
+    let couple = app.couple(&key, "2027-09-18").await;
+    let templates = app.get(&key, "/v1/journey-templates").await;
+    let document = templates.ok(200)[3]["document"].clone();
+    let created = app
+        .post(
+            &key,
+            "/v1/journeys",
+            json!({ "name": "Review request", "document": document }),
+        )
+        .await;
+    let id = created.ok(201)["id"].as_str().expect("id").to_owned();
+    app.post(
+        &key,
+        &format!("/v1/journeys/{id}/instances"),
+        json!({ "couple_id": couple }),
+    )
+    .await
+    .problem(409, "conflict");
+    app.post(
+        &key,
+        &format!("/v1/journeys/{id}/publish"),
+        json!({ "revision": 1 }),
+    )
+    .await
+    .ok(201);
+    let started = app
+        .post(
+            &key,
+            &format!("/v1/journeys/{id}/instances"),
+            json!({ "couple_id": couple }),
+        )
+        .await;
+    let instance = started.ok(201).clone();
+    assert_eq!(instance["status"], "running");
+    assert_eq!(instance["version"], 1);
+    let again = app
+        .post(
+            &key,
+            &format!("/v1/journeys/{id}/instances"),
+            json!({ "couple_id": couple }),
+        )
+        .await;
+    assert_eq!(
+        again.ok(200)["id"],
+        instance["id"],
+        "the same key starts nothing new"
+    );
+    let iid = instance["id"].as_str().expect("id").to_owned();
+    let detail = app.get(&key, &format!("/v1/journey-instances/{iid}")).await;
+    assert_eq!(detail.ok(200)["history"][0]["outcome"], "started");
+    let listed = app.get(&key, &format!("/v1/journeys/{id}/instances")).await;
+    assert_eq!(listed.ok(200)["data"].as_array().expect("data").len(), 1);
+    let cancelled = app
+        .post(
+            &key,
+            &format!("/v1/journey-instances/{iid}/cancel"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(cancelled.ok(200)["status"], "cancelled");
+    let detail = app.get(&key, &format!("/v1/journey-instances/{iid}")).await;
+    let history = detail.ok(200)["history"]
+        .as_array()
+        .expect("history")
+        .clone();
+    assert_eq!(history.last().expect("entry")["outcome"], "cancelled");
+    app.get(&key, "/v1/journey-instances/jin_nope")
+        .await
+        .problem(404, "not-found");
+}
