@@ -7,10 +7,11 @@
 //! `journey:<instance>:<step>[:<n>]`, which the notification and message stores honour, so a
 //! step rerun after a crash finds its effect instead of repeating it.
 //!
-//! Runs today: `trigger`, `email`, `sms`, `notification`, `webhook`, `decision`, `wait`
-//! (a duration, or until a date relative to the wedding date, which follows the date when
-//! it moves) and `end`. Other nodes (`client_action`, `vendor_action`, `payment`, `task`,
-//! `crm_update`, waits for events) stop the instance as `blocked`, saying so.
+//! Runs every node but `crm_update` (no CRM connector exists yet: it stops the instance as
+//! `blocked`, saying so). Waits for events (`wait` until an event, `payment` after its
+//! request, a `client_action` form) are resumed by the store when a matching event for the
+//! couple arrives, or time out through their job; a person's step (`vendor_action`, a
+//! `client_action` without a form) waits until someone completes it.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -21,7 +22,10 @@ use wedsync_store::notify::{NotificationInput, Recipient as To};
 use wedsync_store::queue::Job;
 use wedsync_store::worker::{JobError, JobHandler};
 
-use crate::model::{EmailContent, IfPassed, MessageBody, NodeKind, Recipient, WEDDING_DATE, Wait};
+use crate::model::{
+    EmailContent, HANDLE_EVENT, HANDLE_PAID, HANDLE_TIMEOUT, IfPassed, MessageBody, NodeKind,
+    Recipient, WEDDING_DATE, Wait,
+};
 use crate::{JourneyDocument, date_relative_instant};
 
 fn transient(e: impl std::fmt::Display) -> JobError {
@@ -224,15 +228,25 @@ async fn run_step(store: &Store, work: &StepWork, now: DateTime<Utc>) -> Result<
     };
     let id = node.id.as_str();
     let kind = node.kind.type_name();
-    // A wait whose time has come: continue after it.
+    // A wait whose time has come: continue after it (a wait for an event that reaches its
+    // time has timed out).
     if inst.status == "waiting" {
+        let timed_out = matches!(
+            node.kind,
+            NodeKind::Wait(Wait::UntilEvent { .. }) | NodeKind::Payment(_)
+        );
+        let (handle, detail) = if timed_out {
+            (Some(HANDLE_TIMEOUT), "timed out waiting")
+        } else {
+            (None, "the wait is over")
+        };
         return Ok(go_on(
             seq,
             id,
             kind,
             now,
-            doc.next(id, None),
-            "the wait is over".into(),
+            doc.next(id, handle),
+            detail.into(),
             None,
         ));
     }
@@ -511,6 +525,145 @@ async fn run_step(store: &Store, work: &StepWork, now: DateTime<Utc>) -> Result<
             run_at: None,
             reason: None,
         },
+        NodeKind::Wait(Wait::UntilEvent {
+            event_type,
+            filter,
+            timeout_seconds,
+        }) => {
+            let due = now
+                + TimeDelta::seconds(i64::try_from(*timeout_seconds).unwrap_or(i64::MAX / 1000));
+            let rule = json!({
+                "mode": "until_event", "event_type": event_type, "filter": filter,
+                "on_event": doc.next(id, Some(HANDLE_EVENT)),
+            });
+            waiting_for(
+                seq,
+                id,
+                kind,
+                now,
+                Some(due),
+                rule,
+                format!("waits for {event_type} until {}", due.to_rfc3339()),
+            )
+        }
+        NodeKind::Payment(p) => {
+            // The request goes out as a `payment.requested` webhook event, for whatever takes
+            // payments (a Stripe checkout link, the CRM); then the journey waits for
+            // `payment.completed`.
+            let key = format!("journey:{}:{seq}:0", inst.id);
+            let data = json!({
+                "couple_id": work.couple.id, "amount_minor": p.amount_minor, "currency": p.currency,
+                "description": p.description, "journey": data_for(work)["journey"],
+            });
+            let (message, _) = store
+                .create_message(
+                    &work.org_id,
+                    wedsync_store::webhooks::MessageInput {
+                        event_type: "payment.requested".into(),
+                        data,
+                    },
+                    Some(&key),
+                    TimeDelta::days(STEP_KEY_WINDOW_DAYS),
+                    None,
+                )
+                .await
+                .map_err(transient)?;
+            let due = p.timeout_days.map(|d| now + TimeDelta::days(i64::from(d)));
+            let rule = json!({
+                "mode": "until_event", "event_type": "payment.completed", "filter": null,
+                "on_event": doc.next(id, Some(HANDLE_PAID)), "request": message.id,
+            });
+            waiting_for(
+                seq,
+                id,
+                kind,
+                now,
+                due,
+                rule,
+                format!(
+                    "requested {}.{:02} {} and waits for payment.completed",
+                    p.amount_minor / 100,
+                    p.amount_minor % 100,
+                    p.currency
+                ),
+            )
+        }
+        NodeKind::ClientAction(c) => match &c.form_id {
+            Some(form) => {
+                let rule = json!({
+                    "mode": "until_event", "event_type": "form.submitted", "filter": { "form_id": form },
+                    "needed": if c.both_partners { 2 } else { 1 }, "seen": [],
+                    "on_event": doc.next(id, None),
+                });
+                let who = if c.both_partners {
+                    "both partners"
+                } else {
+                    "the couple"
+                };
+                waiting_for(
+                    seq,
+                    id,
+                    kind,
+                    now,
+                    None,
+                    rule,
+                    format!("waits for {who} to submit form `{form}`"),
+                )
+            }
+            None => waiting_for(
+                seq,
+                id,
+                kind,
+                now,
+                None,
+                json!({ "mode": "person", "on_event": doc.next(id, None) }),
+                format!(
+                    "waits for the couple to \"{}\" (complete the step to go on)",
+                    c.title
+                ),
+            ),
+        },
+        NodeKind::VendorAction(v) => waiting_for(
+            seq,
+            id,
+            kind,
+            now,
+            None,
+            json!({ "mode": "person", "on_event": doc.next(id, None) }),
+            format!(
+                "waits for the vendor to \"{}\" (complete the step to go on)",
+                v.title
+            ),
+        ),
+        NodeKind::Task(t) => {
+            // Until a task list exists, a task is an in-app message to the vendor's team.
+            let due = t
+                .due_offset_days
+                .map(|d| format!(" (due {d:+} days from the wedding)"))
+                .unwrap_or_default();
+            let input = NotificationInput {
+                channel: Some(NotifyChannel::InApp),
+                to: To {
+                    id: Some(t.assignee.clone().unwrap_or_else(|| "team".into())),
+                    ..Default::default()
+                },
+                subject: Some(format!("Task: {}", t.title)),
+                text: Some(format!("{}{due}", t.title)),
+                data: Some(data_for(work)),
+                couple_id: Some(work.couple.id),
+                ..Default::default()
+            };
+            let sent = send(store, work, seq, 0, input).await?;
+            go_on(
+                seq,
+                id,
+                kind,
+                now,
+                doc.next(id, None),
+                format!("task \"{}\" sent to the team's inbox", t.title),
+                Some(json!({ "notifications": [sent] })),
+            )
+        }
         other => stop(
             seq,
             id,
@@ -520,6 +673,26 @@ async fn run_step(store: &Store, work: &StepWork, now: DateTime<Utc>) -> Result<
             format!("the engine does not run {} steps yet", other.type_name()),
         ),
     })
+}
+
+fn waiting_for(
+    seq: i32,
+    node: &str,
+    kind: &str,
+    now: DateTime<Utc>,
+    due: Option<DateTime<Utc>>,
+    rule: Value,
+    detail: String,
+) -> Advance {
+    Advance {
+        seq,
+        record: record(seq, node, kind, now, "waiting", detail, Some(rule.clone())),
+        next_node: node.to_owned(),
+        status: "waiting".into(),
+        wait: Some(rule),
+        run_at: due,
+        reason: None,
+    }
 }
 
 fn waiting(seq: i32, node: &str, now: DateTime<Utc>, due: DateTime<Utc>, rule: Value) -> Advance {

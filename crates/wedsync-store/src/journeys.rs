@@ -1114,6 +1114,9 @@ impl Store {
                 vec![org.to_string().into()],
             ))
             .await?;
+        // Instances already waiting for this event go on first.
+        self.resume_for_event(org, couple, event_type, event_key, data)
+            .await?;
         let mut started = Vec::new();
         for row in &rows {
             let document: serde_json::Value =
@@ -1169,5 +1172,474 @@ impl Store {
             .start_journeys_for_event(&org, &event_type, event_id, &couple, &data)
             .await?
             .len())
+    }
+}
+
+/// A manual operation on an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operation {
+    /// Hold it: its pending step does nothing until it is resumed.
+    Pause,
+    /// Go on from where it was paused.
+    Resume,
+    /// Run the current step again (after it was blocked).
+    Retry,
+    /// Finish the current step without waiting any longer (a person's step, a wait).
+    Complete,
+    /// Continue from another node of the same version.
+    JumpTo(String),
+    /// Move to another published version (the current node must exist there).
+    Migrate(i32),
+}
+
+impl Store {
+    async fn instance_for_update(
+        &self,
+        tx: &sea_orm::DatabaseTransaction,
+        org: &OrgId,
+        instance: &str,
+    ) -> StoreResult<(Instance, serde_json::Value)> {
+        let row = tx
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_instances WHERE org_id = $1 AND id = $2",
+                vec![org.to_string().into(), instance.into()],
+            ))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let inst = to_instance(&row)?;
+        let doc = tx
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT document FROM journey_versions WHERE journey_id = $1 AND version = $2",
+                vec![inst.journey_id.to_string().into(), inst.version.into()],
+            ))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let doc = serde_json::from_str(&doc.try_get::<String>("", "document")?).map_err(corrupt)?;
+        Ok((inst, doc))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn move_instance(
+        &self,
+        tx: &sea_orm::DatabaseTransaction,
+        org: &OrgId,
+        inst: &Instance,
+        node: &str,
+        status: &str,
+        wait: Option<&serde_json::Value>,
+        due: Option<DateTime<Utc>>,
+        run_at: Option<DateTime<Utc>>,
+        outcome: &str,
+        detail: String,
+        context: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        let now = self.clock().now();
+        let id = inst.id.to_string();
+        tx.execute_raw(stmt(
+            self.backend(),
+            "UPDATE journey_instances SET step_seq = step_seq + 1, current_node = $1, status = $2, wait = $3, \
+             due_at = $4, context = COALESCE($5, context), reason = NULL, updated_at = $6 WHERE id = $7",
+            vec![
+                node.into(),
+                status.into(),
+                wait.map(|w| w.to_string()).into(),
+                due.map(to_micros).into(),
+                context.map(|c| c.to_string()).into(),
+                to_micros(now).into(),
+                id.clone().into(),
+            ],
+        ))
+        .await?;
+        record_step(
+            tx,
+            &id,
+            &StepRecord {
+                seq: inst.step_seq,
+                node_id: node.into(),
+                node_type: "-".into(),
+                at: now,
+                outcome: outcome.into(),
+                detail,
+                output: None,
+            },
+        )
+        .await?;
+        if let Some(at) = run_at {
+            crate::queue::enqueue_in(tx, now, step_job(org, &id, inst.step_seq + 1, at, 0)).await?;
+        }
+        Ok(())
+    }
+
+    /// Resumes the couple's instances waiting for this event (a `wait` until an event, a
+    /// payment, a form both partners must submit), in one transaction each; repeats of the
+    /// same event count once. Returns how many moved on.
+    pub async fn resume_for_event(
+        &self,
+        org: &OrgId,
+        couple: &wedsync_core::id::CoupleId,
+        event_type: &str,
+        event_key: &str,
+        data: &serde_json::Value,
+    ) -> StoreResult<usize> {
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT id FROM journey_instances WHERE org_id = $1 AND couple_id = $2 AND status = 'waiting'",
+                vec![org.to_string().into(), couple.to_string().into()],
+            ))
+            .await?;
+        let mut resumed = 0;
+        for row in &rows {
+            let id: String = row.try_get("", "id")?;
+            let tx = self.write_tx().await?;
+            let (inst, _) = self.instance_for_update(&tx, org, &id).await?;
+            let Some(mut wait) = inst.wait.clone().filter(|_| inst.status == "waiting") else {
+                continue;
+            };
+            if wait.get("mode").and_then(serde_json::Value::as_str) != Some("until_event")
+                || wait.get("event_type").and_then(serde_json::Value::as_str) != Some(event_type)
+                || !filter_matches(data, wait.get("filter"))
+            {
+                continue;
+            }
+            let needed = wait
+                .get("needed")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(1);
+            let mut seen: Vec<String> = wait
+                .get("seen")
+                .and_then(|s| serde_json::from_value(s.clone()).ok())
+                .unwrap_or_default();
+            // Two partners are two different submitters when the form says who it was.
+            let who = data
+                .get("partner")
+                .or_else(|| data.get("email"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| event_key.to_owned());
+            if seen.contains(&who) {
+                continue;
+            }
+            seen.push(who);
+            let context = serde_json::json!({ "type": event_type, "id": event_key, "data": data });
+            if (seen.len() as u64) < needed {
+                wait["seen"] = serde_json::json!(seen);
+                self.move_instance(
+                    &tx,
+                    org,
+                    &inst,
+                    &inst.current_node,
+                    "waiting",
+                    Some(&wait),
+                    inst.due_at,
+                    None,
+                    "progress",
+                    format!("{event_type} {} of {needed}", seen.len()),
+                    Some(&context),
+                )
+                .await?;
+            } else {
+                match wait.get("on_event").and_then(serde_json::Value::as_str) {
+                    Some(next) => {
+                        self.move_instance(
+                            &tx,
+                            org,
+                            &inst,
+                            next,
+                            "running",
+                            None,
+                            None,
+                            Some(self.clock().now()),
+                            "resumed",
+                            format!("{event_type} arrived"),
+                            Some(&context),
+                        )
+                        .await?
+                    }
+                    None => {
+                        self.move_instance(
+                            &tx,
+                            org,
+                            &inst,
+                            &inst.current_node,
+                            "blocked",
+                            None,
+                            None,
+                            None,
+                            "blocked",
+                            format!("{event_type} arrived, but the step has no next node"),
+                            Some(&context),
+                        )
+                        .await?
+                    }
+                }
+            }
+            tx.commit().await?;
+            resumed += 1;
+        }
+        if resumed > 0 {
+            self.wake_workers();
+        }
+        Ok(resumed)
+    }
+
+    /// Applies a manual operation (audited). Pausing and completing invalidate the pending
+    /// step's job; resuming, retrying, completing and jumping schedule the next one.
+    pub async fn operate_instance(
+        &self,
+        org: &OrgId,
+        instance: &str,
+        op: Operation,
+        actor: &Actor,
+    ) -> StoreResult<Instance> {
+        let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let (inst, doc) = self.instance_for_update(&tx, org, instance).await?;
+        let refuse = |what: &str| {
+            Err(StoreError::Conflict(format!(
+                "cannot {what} an instance that is {}",
+                inst.status
+            )))
+        };
+        let action = match &op {
+            Operation::Pause => {
+                if !matches!(inst.status.as_str(), "running" | "waiting") {
+                    return refuse("pause");
+                }
+                let paused = serde_json::json!({ "paused_from": inst.status, "wait": inst.wait });
+                self.move_instance(
+                    &tx,
+                    org,
+                    &inst,
+                    &inst.current_node,
+                    "paused",
+                    Some(&paused),
+                    inst.due_at,
+                    None,
+                    "paused",
+                    format!("paused by {actor}"),
+                    None,
+                )
+                .await?;
+                "journey_instance.pause"
+            }
+            Operation::Resume => {
+                if inst.status != "paused" {
+                    return refuse("resume");
+                }
+                let saved = inst.wait.clone().unwrap_or_default();
+                let from = saved
+                    .get("paused_from")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("running")
+                    .to_owned();
+                let wait = saved.get("wait").filter(|w| !w.is_null()).cloned();
+                let run_at = if from == "running" {
+                    Some(now)
+                } else {
+                    inst.due_at.map(|d| d.max(now))
+                };
+                self.move_instance(
+                    &tx,
+                    org,
+                    &inst,
+                    &inst.current_node,
+                    &from,
+                    wait.as_ref(),
+                    inst.due_at,
+                    run_at,
+                    "resumed",
+                    format!("resumed by {actor}"),
+                    None,
+                )
+                .await?;
+                "journey_instance.resume"
+            }
+            Operation::Retry => {
+                if inst.status != "blocked" {
+                    return refuse("retry");
+                }
+                self.move_instance(
+                    &tx,
+                    org,
+                    &inst,
+                    &inst.current_node,
+                    "running",
+                    None,
+                    None,
+                    Some(now),
+                    "retried",
+                    format!("step retried by {actor}"),
+                    None,
+                )
+                .await?;
+                "journey_instance.retry"
+            }
+            Operation::Complete => {
+                if inst.status != "waiting" {
+                    return refuse("complete the step of");
+                }
+                match inst.wait.as_ref().and_then(|w| w.get("on_event")) {
+                    Some(serde_json::Value::String(next)) => {
+                        self.move_instance(
+                            &tx,
+                            org,
+                            &inst,
+                            next,
+                            "running",
+                            None,
+                            None,
+                            Some(now),
+                            "completed_by_hand",
+                            format!("step completed by {actor}"),
+                            None,
+                        )
+                        .await?;
+                    }
+                    _ => {
+                        // A timed wait: its time is now.
+                        self.move_instance(
+                            &tx,
+                            org,
+                            &inst,
+                            &inst.current_node,
+                            "waiting",
+                            inst.wait.as_ref(),
+                            Some(now),
+                            Some(now),
+                            "completed_by_hand",
+                            format!("wait ended early by {actor}"),
+                            None,
+                        )
+                        .await?;
+                    }
+                }
+                "journey_instance.complete_step"
+            }
+            Operation::JumpTo(node) => {
+                if matches!(inst.status.as_str(), "completed" | "cancelled") {
+                    return refuse("move");
+                }
+                let exists = doc
+                    .get("nodes")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|n| {
+                        n.iter()
+                            .any(|n| n.get("id").and_then(serde_json::Value::as_str) == Some(node))
+                    });
+                if !exists {
+                    return Err(StoreError::Invalid(ValidationErrors::single(
+                        "node",
+                        format!("version {} has no node `{node}`", inst.version),
+                    )));
+                }
+                self.move_instance(
+                    &tx,
+                    org,
+                    &inst,
+                    node,
+                    "running",
+                    None,
+                    None,
+                    Some(now),
+                    "jumped",
+                    format!("moved to {node} by {actor}"),
+                    None,
+                )
+                .await?;
+                "journey_instance.jump"
+            }
+            Operation::Migrate(version) => {
+                if matches!(inst.status.as_str(), "completed" | "cancelled" | "skipped") {
+                    return refuse("migrate");
+                }
+                let target = tx
+                    .query_one_raw(stmt(
+                        self.backend(),
+                        "SELECT document FROM journey_versions WHERE journey_id = $1 AND version = $2",
+                        vec![inst.journey_id.to_string().into(), (*version).into()],
+                    ))
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::Invalid(ValidationErrors::single("version", format!("version {version} does not exist")))
+                    })?;
+                let target: serde_json::Value =
+                    serde_json::from_str(&target.try_get::<String>("", "document")?)
+                        .map_err(corrupt)?;
+                let has_node = target
+                    .get("nodes")
+                    .and_then(serde_json::Value::as_array)
+                    .is_some_and(|n| {
+                        n.iter().any(|n| {
+                            n.get("id").and_then(serde_json::Value::as_str)
+                                == Some(inst.current_node.as_str())
+                        })
+                    });
+                if !has_node {
+                    return Err(StoreError::Invalid(ValidationErrors::single(
+                        "version",
+                        format!(
+                            "version {version} has no node `{}`, where the instance is; jump it elsewhere first",
+                            inst.current_node
+                        ),
+                    )));
+                }
+                tx.execute_raw(stmt(
+                    self.backend(),
+                    "UPDATE journey_instances SET version = $1, updated_at = $2 WHERE id = $3",
+                    vec![(*version).into(), to_micros(now).into(), instance.into()],
+                ))
+                .await?;
+                // The pending step keeps its place: same node, same wait, same job.
+                record_step(
+                    &tx,
+                    instance,
+                    &StepRecord {
+                        seq: inst.step_seq,
+                        node_id: inst.current_node.clone(),
+                        node_type: "-".into(),
+                        at: now,
+                        outcome: "migrated".into(),
+                        detail: format!(
+                            "moved from version {} to {version} by {actor}",
+                            inst.version
+                        ),
+                        output: None,
+                    },
+                )
+                .await?;
+                "journey_instance.migrate"
+            }
+        };
+        audit::append(
+            &tx,
+            org,
+            now,
+            Change {
+                actor,
+                action,
+                target_type: "journey_instance",
+                target_id: instance.to_owned(),
+                before: Some(
+                    serde_json::json!({ "status": inst.status, "node": inst.current_node }),
+                ),
+                after: Some(serde_json::json!({ "operation": format!("{op:?}") })),
+            },
+        )
+        .await?;
+        let row = tx
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT * FROM journey_instances WHERE id = $1",
+                vec![instance.into()],
+            ))
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        tx.commit().await?;
+        self.wake_workers();
+        to_instance(&row)
     }
 }

@@ -467,3 +467,201 @@ async fn a_booking_created_through_the_api_starts_its_journey_once_for_the_coupl
     assert_eq!(c.sent(Email).await.len(), 1, "the welcome email");
     assert_eq!(c.instance(&instances[0]).await.0.status, "waiting");
 }
+
+/// trigger → wait for the timeline form (7 days) → thank-you email | reminder SMS → end.
+fn form_or_reminder() -> Value {
+    json!({
+        "nodes": [
+            {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0}, "data": {"trigger": {"kind": "manual"}}},
+            {"id": "form", "type": "wait", "position": {"x": 0, "y": 1},
+             "data": {"mode": "until_event", "event_type": "form.submitted", "filter": {"form_id": "timeline"}, "timeout_seconds": 604800}},
+            {"id": "thanks", "type": "email", "position": {"x": 0, "y": 2}, "data": {"to": "both_partners", "subject": "Thank you", "text": "Got it"}},
+            {"id": "remind", "type": "sms", "position": {"x": 1, "y": 2}, "data": {"to": "partner_a", "text": "Please send the timeline form"}},
+            {"id": "approve", "type": "vendor_action", "position": {"x": 0, "y": 3}, "data": {"title": "Check the timeline"}},
+            {"id": "done", "type": "end", "position": {"x": 0, "y": 4}, "data": {}}
+        ],
+        "edges": [
+            {"id": "a", "source": "start", "target": "form"},
+            {"id": "b", "source": "form", "target": "thanks", "sourceHandle": "event"},
+            {"id": "c", "source": "form", "target": "remind", "sourceHandle": "timeout"},
+            {"id": "d", "source": "thanks", "target": "approve"},
+            {"id": "e", "source": "remind", "target": "done"},
+            {"id": "f", "source": "approve", "target": "done"}
+        ],
+        "viewport": {"x": 0, "y": 0, "zoom": 1}
+    })
+}
+
+#[tokio::test]
+async fn a_wait_for_an_event_resumes_on_the_event_and_a_persons_step_waits_to_be_completed() {
+    let c = ctx("2027-03-01T10:00:00Z", "2027-09-18").await;
+    let journey = c.publish(form_or_reminder()).await;
+    let (inst, _) = c.start(&journey, "manual:1").await;
+    c.drain().await;
+    let (waiting, _) = c.instance(&inst).await;
+    assert_eq!(
+        (waiting.status.as_str(), waiting.current_node.as_str()),
+        ("waiting", "form")
+    );
+    assert_eq!(
+        waiting.due_at,
+        Some(utc("2027-03-08T10:00:00Z")),
+        "the timeout"
+    );
+    // Another form does not count; the timeline form three days later does.
+    c.clock.set(utc("2027-03-04T12:00:00Z"));
+    c.store
+        .start_journeys_for_event(
+            &c.org,
+            "form.submitted",
+            "evt_1",
+            &c.couple,
+            &json!({"form_id": "menu"}),
+        )
+        .await
+        .expect("event");
+    assert_eq!(c.instance(&inst).await.0.status, "waiting");
+    c.store
+        .start_journeys_for_event(
+            &c.org,
+            "form.submitted",
+            "evt_2",
+            &c.couple,
+            &json!({"form_id": "timeline"}),
+        )
+        .await
+        .expect("event");
+    c.drain().await;
+    assert_eq!(c.sent(Email).await.len(), 2, "thanks to both partners");
+    let (at_person, _) = c.instance(&inst).await;
+    assert_eq!(
+        (at_person.status.as_str(), at_person.current_node.as_str()),
+        ("waiting", "approve")
+    );
+    // The old timeout comes and goes: nothing (its step is stale).
+    c.clock.set(utc("2027-03-09T00:00:00Z"));
+    c.drain().await;
+    assert!(c.sent(Sms).await.is_empty());
+    // The vendor's step waits for a person; completing it (audited) finishes the journey.
+    let done = c
+        .store
+        .operate_instance(
+            &c.org,
+            &inst.id.to_string(),
+            wedsync_store::journeys::Operation::Complete,
+            &operator(),
+        )
+        .await
+        .expect("complete");
+    assert_eq!(done.current_node, "done");
+    c.drain().await;
+    assert_eq!(c.instance(&inst).await.0.status, "completed");
+}
+
+#[tokio::test]
+async fn a_wait_for_an_event_times_out_into_its_timeout_branch() {
+    let c = ctx("2027-03-01T10:00:00Z", "2027-09-18").await;
+    let journey = c.publish(form_or_reminder()).await;
+    let (inst, _) = c.start(&journey, "manual:1").await;
+    c.drain().await;
+    c.clock.set(utc("2027-03-08T09:59:00Z"));
+    c.drain().await;
+    assert!(c.sent(Sms).await.is_empty(), "not a minute early");
+    c.clock.set(utc("2027-03-08T10:00:00Z"));
+    c.drain().await;
+    assert_eq!(c.sent(Sms).await.len(), 1);
+    assert!(c.sent(Email).await.is_empty());
+    assert_eq!(c.instance(&inst).await.0.status, "completed");
+    // A late form changes nothing.
+    c.store
+        .start_journeys_for_event(
+            &c.org,
+            "form.submitted",
+            "evt_9",
+            &c.couple,
+            &json!({"form_id": "timeline"}),
+        )
+        .await
+        .expect("event");
+    c.drain().await;
+    assert!(c.sent(Email).await.is_empty());
+}
+
+#[tokio::test]
+async fn pause_resume_and_jump_are_manual_audited_operations() {
+    use wedsync_store::journeys::Operation;
+    let c = ctx("2027-03-01T10:00:00Z", "2027-09-18").await;
+    let journey = c.publish(countdown("run_now")).await;
+    let (inst, _) = c.start(&journey, "manual:1").await;
+    c.drain().await; // waiting until 19 August
+    let id = inst.id.to_string();
+    let paused = c
+        .store
+        .operate_instance(&c.org, &id, Operation::Pause, &operator())
+        .await
+        .expect("pause");
+    assert_eq!(paused.status, "paused");
+    c.clock.set(utc("2027-08-19T08:00:00Z"));
+    c.drain().await;
+    assert!(
+        c.sent(Sms).await.is_empty(),
+        "a paused instance does nothing"
+    );
+    c.clock.set(utc("2027-08-20T08:00:00Z"));
+    let resumed = c
+        .store
+        .operate_instance(&c.org, &id, Operation::Resume, &operator())
+        .await
+        .expect("resume");
+    assert_eq!(resumed.status, "waiting");
+    c.drain().await;
+    assert_eq!(
+        c.sent(Sms).await.len(),
+        2,
+        "resumed after its time: it runs at once"
+    );
+    assert!(matches!(
+        c.store
+            .operate_instance(&c.org, &id, Operation::Resume, &operator())
+            .await,
+        Err(wedsync_store::StoreError::Conflict(_))
+    ));
+    // A second instance, waiting: jump back to the email (an explicit operation) and it
+    // sends again, once.
+    c.clock.set(utc("2027-04-01T08:00:00Z"));
+    let (second, _) = c.start(&journey, "manual:2").await;
+    c.drain().await;
+    assert_eq!(c.sent(Email).await.len(), 2);
+    c.store
+        .operate_instance(
+            &c.org,
+            &second.id.to_string(),
+            Operation::JumpTo("hello".into()),
+            &operator(),
+        )
+        .await
+        .expect("jump");
+    c.drain().await;
+    assert_eq!(c.sent(Email).await.len(), 3);
+    assert!(matches!(
+        c.store
+            .operate_instance(
+                &c.org,
+                &second.id.to_string(),
+                Operation::JumpTo("nowhere".into()),
+                &operator()
+            )
+            .await,
+        Err(wedsync_store::StoreError::Invalid(_))
+    ));
+    let audit = c
+        .store
+        .audit_entries(&c.org, None, 100)
+        .await
+        .expect("audit");
+    let actions: Vec<&str> = audit.iter().map(|e| e.action.as_str()).collect();
+    assert!(
+        actions.contains(&"journey_instance.pause") && actions.contains(&"journey_instance.jump"),
+        "{actions:?}"
+    );
+}

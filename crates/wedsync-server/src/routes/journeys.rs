@@ -35,6 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_instances, start_instance))
         .routes(routes!(get_instance))
         .routes(routes!(cancel_instance))
+        .routes(routes!(operate_instance))
 }
 
 fn missing(e: StoreError) -> ApiError {
@@ -574,6 +575,91 @@ async fn cancel_instance(
         state
             .store
             .cancel_instance(&caller.0.org_id, &id, &caller.actor())
+            .await
+            .map_err(|e| match e {
+                StoreError::NotFound => ApiError::not_found("journey instance"),
+                other => other.into(),
+            })?,
+    ))
+}
+
+/// A manual operation.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OperationInput {
+    /// `pause`, `resume`, `retry` (a blocked step), `complete` (finish the current step without
+    /// waiting: a person's step or a wait), `jump` (with `node`), `migrate` (with `version`).
+    pub operation: String,
+    /// For `jump`: the node to continue from.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// For `migrate`: the published version to move to (default the latest).
+    #[serde(default)]
+    pub version: Option<i32>,
+}
+
+/// Operates an instance by hand: pause, resume, retry a blocked step, complete the current
+/// step, jump to a node, or move it to another published version. Audited.
+#[utoipa::path(post, path = "/v1/journey-instances/{id}/operations", tag = "journeys", params(("id" = String, Path, description = "jin_…")),
+    request_body = OperationInput,
+    responses((status = 200, body = Instance), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+async fn operate_instance(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(input): ApiJson<OperationInput>,
+) -> ApiResult<Json<Instance>> {
+    use wedsync_store::journeys::Operation;
+    caller.require(Role::Editor)?;
+    let invalid = |m: &str| {
+        ApiError::validation(wedsync_core::validate::ValidationErrors::single(
+            "operation",
+            m,
+        ))
+    };
+    let op = match input.operation.as_str() {
+        "pause" => Operation::Pause,
+        "resume" => Operation::Resume,
+        "retry" => Operation::Retry,
+        "complete" => Operation::Complete,
+        "jump" => Operation::JumpTo(
+            input
+                .node
+                .clone()
+                .ok_or_else(|| invalid("jump needs a node"))?,
+        ),
+        "migrate" => {
+            let version = match input.version {
+                Some(v) => v,
+                None => {
+                    let (inst, _) = state
+                        .store
+                        .get_instance(&caller.0.org_id, &id)
+                        .await
+                        .map_err(|e| match e {
+                            StoreError::NotFound => ApiError::not_found("journey instance"),
+                            other => other.into(),
+                        })?;
+                    state
+                        .store
+                        .get_journey(&caller.0.org_id, &inst.journey_id)
+                        .await?
+                        .published_version
+                        .unwrap_or(inst.version)
+                }
+            };
+            Operation::Migrate(version)
+        }
+        _ => {
+            return Err(invalid(
+                "one of pause, resume, retry, complete, jump, migrate",
+            ));
+        }
+    };
+    Ok(Json(
+        state
+            .store
+            .operate_instance(&caller.0.org_id, &id, op, &caller.actor())
             .await
             .map_err(|e| match e {
                 StoreError::NotFound => ApiError::not_found("journey instance"),

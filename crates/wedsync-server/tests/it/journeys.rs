@@ -290,6 +290,61 @@ async fn instances_are_started_by_hand_idempotently_inspected_and_cancelled() {
     assert_eq!(detail.ok(200)["history"][0]["outcome"], "started");
     let listed = app.get(&key, &format!("/v1/journeys/{id}/instances")).await;
     assert_eq!(listed.ok(200)["data"].as_array().expect("data").len(), 1);
+    let paused = app
+        .post(
+            &key,
+            &format!("/v1/journey-instances/{iid}/operations"),
+            json!({ "operation": "pause" }),
+        )
+        .await;
+    assert_eq!(paused.ok(200)["status"], "paused");
+    let resumed = app
+        .post(
+            &key,
+            &format!("/v1/journey-instances/{iid}/operations"),
+            json!({ "operation": "resume" }),
+        )
+        .await;
+    assert_eq!(resumed.ok(200)["status"], "running");
+    app.post(
+        &key,
+        &format!("/v1/journey-instances/{iid}/operations"),
+        json!({ "operation": "dance" }),
+    )
+    .await
+    .problem(422, "validation");
+    // Moving to a newer version is explicit: publish version 2, migrate, audited.
+    let draft = app
+        .get(&key, &format!("/v1/journeys/{id}"))
+        .await
+        .ok(200)
+        .clone();
+    let mut doc = draft["draft"].clone();
+    doc["viewport"]["zoom"] = json!(2.0);
+    let saved = app
+        .call(
+            reqwest::Method::PUT,
+            &format!("/v1/journeys/{id}"),
+            Some(&key),
+            Some(json!({ "revision": draft["revision"], "document": doc })),
+        )
+        .await;
+    let revision = saved.ok(200)["revision"].clone();
+    app.post(
+        &key,
+        &format!("/v1/journeys/{id}/publish"),
+        json!({ "revision": revision }),
+    )
+    .await
+    .ok(201);
+    let migrated = app
+        .post(
+            &key,
+            &format!("/v1/journey-instances/{iid}/operations"),
+            json!({ "operation": "migrate" }),
+        )
+        .await;
+    assert_eq!(migrated.ok(200)["version"], 2);
     let cancelled = app
         .post(
             &key,
