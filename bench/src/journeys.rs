@@ -282,6 +282,8 @@ async fn main() -> anyhow::Result<()> {
     let mut sqlite = StoreOptions::new(StoreOptions::sqlite_in(dir.path()));
     sqlite.max_connections = 8;
     results.push(measure("sqlite", sqlite, n, w).await?);
+    // Printed as soon as known, so a long PostgreSQL half cannot lose it.
+    eprintln!("sqlite done: {:.0} steps/s", results[0].steps);
 
     let base = std::env::var("WEDSYNC_BENCH_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let admin_url = format!("{}/postgres", base.trim_end_matches('/'));
