@@ -77,19 +77,32 @@ fn waiting_journey(seconds: u64) -> serde_json::Value {
     })
 }
 
-async fn publish(store: &Store, org: &wedsync_core::id::OrgId, doc: serde_json::Value) -> anyhow::Result<wedsync_core::id::JourneyId> {
-    let parsed = wedsync_journeys::JourneyDocument::parse(&doc).map_err(|e| anyhow::anyhow!("{e}"))?;
-    wedsync_journeys::validate(&parsed, wedsync_journeys::Mode::Publish).map_err(|e| anyhow::anyhow!("{e}"))?;
+async fn publish(
+    store: &Store,
+    org: &wedsync_core::id::OrgId,
+    doc: serde_json::Value,
+) -> anyhow::Result<wedsync_core::id::JourneyId> {
+    let parsed =
+        wedsync_journeys::JourneyDocument::parse(&doc).map_err(|e| anyhow::anyhow!("{e}"))?;
+    wedsync_journeys::validate(&parsed, wedsync_journeys::Mode::Publish)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let actor = Actor::Cli("bench".into());
-    let j = store.create_journey(org, "bench", "", &parsed.to_json(), &actor).await?;
-    store.publish_journey(org, &j.id, j.revision, &actor).await?;
+    let j = store
+        .create_journey(org, "bench", "", &parsed.to_json(), &actor)
+        .await?;
+    store
+        .publish_journey(org, &j.id, j.revision, &actor)
+        .await?;
     Ok(j.id)
 }
 
 async fn count(store: &Store, sql: &str) -> anyhow::Result<i64> {
     let row = store
         .connection()
-        .query_one_raw(sea_orm::Statement::from_string(store.backend(), sql.to_owned()))
+        .query_one_raw(sea_orm::Statement::from_string(
+            store.backend(),
+            sql.to_owned(),
+        ))
         .await?
         .context("a count")?;
     Ok(row.try_get_by_index::<i64>(0)?)
@@ -98,7 +111,11 @@ async fn count(store: &Store, sql: &str) -> anyhow::Result<i64> {
 async fn database_bytes(store: &Store) -> anyhow::Result<i64> {
     Ok(match store.backend() {
         Backend::Sqlite => {
-            count(store, "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()").await?
+            count(
+                store,
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            )
+            .await?
         }
         _ => count(store, "SELECT pg_database_size(current_database())::bigint").await?,
     })
@@ -110,12 +127,20 @@ async fn wait_until(store: &Store, sql: &str, want: i64, what: &str) -> anyhow::
         if count(store, sql).await? >= want {
             return Ok(());
         }
-        anyhow::ensure!(start.elapsed() < PHASE_LIMIT, "{what} did not finish in {PHASE_LIMIT:?}");
+        anyhow::ensure!(
+            start.elapsed() < PHASE_LIMIT,
+            "{what} did not finish in {PHASE_LIMIT:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn measure(backend: &'static str, options: StoreOptions, n: usize, w: usize) -> anyhow::Result<Figures> {
+async fn measure(
+    backend: &'static str,
+    options: StoreOptions,
+    n: usize,
+    w: usize,
+) -> anyhow::Result<Figures> {
     let store = Store::connect(&options, Arc::new(SystemClock))
         .await?
         .with_master_key(wedsync_store::secrets::MasterKey::generate());
@@ -123,8 +148,14 @@ async fn measure(backend: &'static str, options: StoreOptions, n: usize, w: usiz
     let actor = Actor::Cli("bench".into());
     let org = store
         .create_org(
-            wedsync_core::org::OrgSettings::parse("Bench", "Europe/London", "enterprise", "GB", "GBP")
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            wedsync_core::org::OrgSettings::parse(
+                "Bench",
+                "Europe/London",
+                "enterprise",
+                "GB",
+                "GBP",
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
             &actor,
         )
         .await?
@@ -176,7 +207,12 @@ async fn measure(backend: &'static str, options: StoreOptions, n: usize, w: usiz
     let start = Instant::now();
     for chunk in (0..3 * n).collect::<Vec<_>>().chunks(500) {
         store
-            .enqueue_many(chunk.iter().map(|i| NewJob::new("bench.noop", json!({ "n": i }))).collect())
+            .enqueue_many(
+                chunk
+                    .iter()
+                    .map(|i| NewJob::new("bench.noop", json!({ "n": i })))
+                    .collect(),
+            )
             .await?;
     }
     while noop_done.load(std::sync::atomic::Ordering::Relaxed) < 3 * n {
@@ -189,7 +225,14 @@ async fn measure(backend: &'static str, options: StoreOptions, n: usize, w: usiz
     let start = Instant::now();
     for i in 0..n {
         store
-            .start_instance(&org, &instant, &couple, &format!("bench:{i}"), "t", &json!({}))
+            .start_instance(
+                &org,
+                &instant,
+                &couple,
+                &format!("bench:{i}"),
+                "t",
+                &json!({}),
+            )
             .await?;
     }
     wait_until(
@@ -205,7 +248,14 @@ async fn measure(backend: &'static str, options: StoreOptions, n: usize, w: usiz
     let before = database_bytes(&store).await?;
     for i in 0..w {
         store
-            .start_instance(&org, &waiting, &couple, &format!("wait:{i}"), "t", &json!({}))
+            .start_instance(
+                &org,
+                &waiting,
+                &couple,
+                &format!("wait:{i}"),
+                "t",
+                &json!({}),
+            )
             .await?;
     }
     wait_until(
@@ -216,7 +266,11 @@ async fn measure(backend: &'static str, options: StoreOptions, n: usize, w: usiz
     )
     .await?;
     if store.backend() == Backend::Postgres {
-        store.connection().execute_unprepared("VACUUM ANALYZE").await.ok();
+        store
+            .connection()
+            .execute_unprepared("VACUUM ANALYZE")
+            .await
+            .ok();
     }
     let after = database_bytes(&store).await?;
     let bytes_per_waiting = (after - before) as f64 / w.max(1) as f64;
@@ -224,7 +278,14 @@ async fn measure(backend: &'static str, options: StoreOptions, n: usize, w: usiz
     // Timer lag: PROBES instances wait 5 seconds among the W waiting ones.
     for i in 0..PROBES {
         store
-            .start_instance(&org, &probe, &couple, &format!("probe:{i}"), "t", &json!({}))
+            .start_instance(
+                &org,
+                &probe,
+                &couple,
+                &format!("probe:{i}"),
+                "t",
+                &json!({}),
+            )
             .await?;
     }
     wait_until(
@@ -256,7 +317,11 @@ async fn measure(backend: &'static str, options: StoreOptions, n: usize, w: usiz
         })
         .collect();
     lags.sort_by(f64::total_cmp);
-    let pick = |q: f64| lags.get(((lags.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
+    let pick = |q: f64| {
+        lags.get(((lags.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
 
     stop.send(true).ok();
     handle.await.ok();
@@ -275,8 +340,20 @@ async fn measure(backend: &'static str, options: StoreOptions, n: usize, w: usiz
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let n: usize = args.next().map(|a| a.parse()).transpose().context("N must be a number")?.unwrap_or(2000).min(20_000);
-    let w: usize = args.next().map(|a| a.parse()).transpose().context("W must be a number")?.unwrap_or(100_000).min(200_000);
+    let n: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()
+        .context("N must be a number")?
+        .unwrap_or(2000)
+        .min(20_000);
+    let w: usize = args
+        .next()
+        .map(|a| a.parse())
+        .transpose()
+        .context("W must be a number")?
+        .unwrap_or(100_000)
+        .min(200_000);
     let mut results = Vec::new();
     let dir = tempfile::tempdir()?;
     let mut sqlite = StoreOptions::new(StoreOptions::sqlite_in(dir.path()));
@@ -285,23 +362,40 @@ async fn main() -> anyhow::Result<()> {
     // Printed as soon as known, so a long PostgreSQL half cannot lose it.
     eprintln!("sqlite done: {:.0} steps/s", results[0].steps);
 
-    let base = std::env::var("WEDSYNC_BENCH_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base = std::env::var("WEDSYNC_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let admin_url = format!("{}/postgres", base.trim_end_matches('/'));
     let name = format!("wedsync_bench_{}", std::process::id());
     match Database::connect(admin_url.as_str()).await {
         Ok(admin) => {
-            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await?;
             let mut pg = StoreOptions::new(format!("{}/{name}", base.trim_end_matches('/')));
             pg.max_connections = 8;
             let outcome = measure("postgres", pg, n, w).await;
-            admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await?;
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await?;
             results.push(outcome?);
         }
         Err(error) => eprintln!("postgres skipped: cannot reach {admin_url}: {error}"),
     }
 
-    println!("journey benchmark: {n} instances x 3 steps; {w} waiting instances; {PROBES} timer probes of {PROBE_WAIT_SECONDS} s");
-    println!("{:<9} {:>14} {:>12} {:>7} {:>15} {:>10} {:>10} {:>10}", "backend", "noop jobs/s", "steps/s", "ratio", "bytes/waiting", "lag p50", "lag p99", "lag max");
+    println!(
+        "journey benchmark: {n} instances x 3 steps; {w} waiting instances; {PROBES} timer probes of {PROBE_WAIT_SECONDS} s"
+    );
+    println!(
+        "{:<9} {:>14} {:>12} {:>7} {:>15} {:>10} {:>10} {:>10}",
+        "backend",
+        "noop jobs/s",
+        "steps/s",
+        "ratio",
+        "bytes/waiting",
+        "lag p50",
+        "lag p99",
+        "lag max"
+    );
     for f in &results {
         println!(
             "{:<9} {:>14.0} {:>12.0} {:>6.2}x {:>15.0} {:>8.0}ms {:>8.0}ms {:>8.0}ms",
