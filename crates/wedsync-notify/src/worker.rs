@@ -557,7 +557,7 @@ impl Notifier {
         };
         let mut builder = match self.http.post(url) {
             Ok(b) => b,
-            Err(refusal) => return fail(format!("refused: {refusal}")),
+            Err(refusal) => return fail(refusal_text(&refusal)),
         };
         for (k, v) in &request.headers {
             builder = builder.header(k, v);
@@ -572,7 +572,7 @@ impl Notifier {
             Ok(r) => r,
             Err(e) => {
                 if let Some(refusal) = refusal_of(&e) {
-                    return fail(format!("refused: {refusal}"));
+                    return fail(refusal_text(refusal));
                 }
                 let reason = if e.is_timeout() {
                     "timeout"
@@ -785,7 +785,7 @@ impl Notifier {
             reqwest::Method::from_bytes(request.method.as_bytes()).unwrap_or(reqwest::Method::POST);
         let mut builder = match self.http.request(method, url) {
             Ok(b) => b,
-            Err(refusal) => return Try::Permanent(format!("refused: {refusal}")),
+            Err(refusal) => return Try::Permanent(refusal_text(&refusal)),
         };
         for (k, v) in &request.headers {
             builder = builder.header(k, v);
@@ -805,7 +805,7 @@ impl Notifier {
             Ok(r) => r,
             Err(e) => {
                 if let Some(refusal) = refusal_of(&e) {
-                    return Try::Permanent(format!("refused: {refusal}"));
+                    return Try::Permanent(refusal_text(refusal));
                 }
                 return Try::Transient {
                     reason: format!(
@@ -870,5 +870,18 @@ fn block_detail(reason: Reason, channel: NotifyChannel, tier: wedsync_core::org:
         }
         Reason::Unsubscribed => format!("the recipient unsubscribed from {channel}"),
         other => other.as_str().replace('_', " "),
+    }
+}
+
+/// A refusal for the history, without the URL: a webhook URL (Slack, Teams, Discord) is the
+/// credential itself, so only its host may be shown.
+fn refusal_text(refusal: &wedsync_delivery::ssrf::Refusal) -> String {
+    match refusal.subject() {
+        wedsync_delivery::ssrf::Subject::Url(url) => format!(
+            "refused: {} {}",
+            url.host_str().unwrap_or("the provider URL"),
+            refusal.category()
+        ),
+        _ => refusal.to_string(),
     }
 }
