@@ -22,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_notifications::Migration),
             Box::new(m0006_journeys::Migration),
             Box::new(m0007_journey_instances::Migration),
+            Box::new(m0008_timers::Migration),
         ]
     }
 }
@@ -1296,6 +1297,85 @@ mod m0007_journey_instances {
                     .drop_table(Table::drop().table(Alias::new(table)).to_owned())
                     .await?;
             }
+            Ok(())
+        }
+    }
+}
+
+mod m0008_timers {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0008_timers"
+        }
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // Workers ask when the next ready job is due to know how long to sleep. With a
+            // hundred thousand timers waiting (journeys waiting for months), answering that
+            // from the claim index (kind, priority, run_at) reads every ready entry; an index
+            // on run_at alone answers it with its first entry.
+            manager
+                .create_index(
+                    Index::create()
+                        .name("ix_jobs_due")
+                        .table(Alias::new("jobs"))
+                        .col(Alias::new("run_at"))
+                        .and_where(Expr::col(Alias::new("state")).eq("ready"))
+                        .to_owned(),
+                )
+                .await?;
+            // Instances are listed per journey (journey ids are unique, the organisation is
+            // checked on the row): a narrower index, smaller per waiting instance.
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name("ix_journey_instances_org")
+                        .table(Alias::new("journey_instances"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_journey_instances_journey",
+                    "journey_instances",
+                    &["journey_id", "id"],
+                    false,
+                ))
+                .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name("ix_journey_instances_journey")
+                        .table(Alias::new("journey_instances"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ix_journey_instances_org",
+                    "journey_instances",
+                    &["org_id", "journey_id", "id"],
+                    false,
+                ))
+                .await?;
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name("ix_jobs_due")
+                        .table(Alias::new("jobs"))
+                        .to_owned(),
+                )
+                .await?;
             Ok(())
         }
     }

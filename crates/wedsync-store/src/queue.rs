@@ -319,6 +319,104 @@ pub(crate) async fn enqueue_in_quietly<C: ConnectionTrait>(
     Ok(Enqueued { id, created: true })
 }
 
+/// [`Store::enqueue_many`] inside the caller's transaction `db`: one multi-row insert per 500
+/// jobs and one wake-up `NOTIFY` (PostgreSQL; delivered on commit). Results are in input
+/// order. Call [`Store::wake_workers`] after committing.
+pub async fn enqueue_many_in<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+    jobs: &[NewJob],
+) -> StoreResult<Vec<Enqueued>> {
+    const CHUNK: usize = 500;
+    let backend = db.get_database_backend();
+    let mut out = Vec::with_capacity(jobs.len());
+    for chunk in jobs.chunks(CHUNK) {
+        let ids: Vec<String> = chunk
+            .iter()
+            .map(|_| JobId::new_at(now).to_string())
+            .collect();
+        let mut rows = Vec::with_capacity(chunk.len());
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8 + 1);
+        values.push(to_micros(now).into());
+        for (job, id) in chunk.iter().zip(&ids) {
+            let p = values.len() + 1;
+            rows.push(format!(
+                    "(${p}, ${}, ${}, ${}, ${}, 'ready', ${}, 0, ${}, ${}, NULL, NULL, NULL, $1, $1, NULL)",
+                    p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7
+                ));
+            values.extend([
+                Value::from(id.clone()),
+                job.org_id.map(|o| o.to_string()).into(),
+                job.kind.clone().into(),
+                job.payload.to_string().into(),
+                job.priority.into(),
+                to_micros(job.run_at.unwrap_or(now)).into(),
+                i32::try_from(job.max_attempts)
+                    .unwrap_or(i32::MAX)
+                    .max(1)
+                    .into(),
+                job.dedupe_key.clone().into(),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO jobs (id, org_id, kind, payload, priority, state, run_at, attempts, max_attempts, \
+                 dedupe_key, lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at) \
+                 VALUES {} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            rows.join(", ")
+        );
+        let inserted: std::collections::HashSet<String> = db
+            .query_all_raw(stmt(backend, &sql, values))
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String>("", "id"))
+            .collect::<Result<_, _>>()?;
+        // Jobs whose dedupe key already existed: report the existing job.
+        let dupes: Vec<String> = chunk
+            .iter()
+            .zip(&ids)
+            .filter(|(_, id)| !inserted.contains(*id))
+            .filter_map(|(job, _)| job.dedupe_key.clone())
+            .collect();
+        let mut existing = std::collections::HashMap::new();
+        if !dupes.is_empty() {
+            let sql = format!(
+                "SELECT id, dedupe_key FROM jobs WHERE dedupe_key IN ({})",
+                placeholders(1, dupes.len())
+            );
+            let keys: Vec<Value> = dupes.iter().map(|k| Value::from(k.clone())).collect();
+            for r in db.query_all_raw(stmt(backend, &sql, keys)).await? {
+                existing.insert(
+                    r.try_get::<String>("", "dedupe_key")?,
+                    r.try_get::<String>("", "id")?,
+                );
+            }
+        }
+        for (job, id) in chunk.iter().zip(ids) {
+            if inserted.contains(&id) {
+                out.push(Enqueued { id, created: true });
+            } else {
+                let found = job
+                    .dedupe_key
+                    .as_ref()
+                    .and_then(|k| existing.get(k))
+                    .cloned();
+                let id =
+                    found.ok_or_else(|| StoreError::Conflict("duplicate job vanished".into()))?;
+                out.push(Enqueued { id, created: false });
+            }
+        }
+    }
+    if backend == DbBackend::Postgres && out.iter().any(|e| e.created) {
+        db.execute_raw(stmt(
+            backend,
+            "SELECT pg_notify($1, 'batch')",
+            vec![NOTIFY_CHANNEL.into()],
+        ))
+        .await?;
+    }
+    Ok(out)
+}
+
 /// Filters for listing jobs.
 #[derive(Debug, Clone, Default)]
 pub struct JobFilter {
@@ -353,95 +451,8 @@ impl Store {
     /// multi-row insert per 500 jobs and one wake-up, so bulk work costs a few round trips
     /// instead of one per job. Results are in input order.
     pub async fn enqueue_many(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Enqueued>> {
-        const CHUNK: usize = 500;
-        let backend = self.backend();
-        let now = self.clock().now();
         let tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(jobs.len());
-        for chunk in jobs.chunks(CHUNK) {
-            let ids: Vec<String> = chunk
-                .iter()
-                .map(|_| JobId::new_at(now).to_string())
-                .collect();
-            let mut rows = Vec::with_capacity(chunk.len());
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8 + 1);
-            values.push(to_micros(now).into());
-            for (job, id) in chunk.iter().zip(&ids) {
-                let p = values.len() + 1;
-                rows.push(format!(
-                    "(${p}, ${}, ${}, ${}, ${}, 'ready', ${}, 0, ${}, ${}, NULL, NULL, NULL, $1, $1, NULL)",
-                    p + 1, p + 2, p + 3, p + 4, p + 5, p + 6, p + 7
-                ));
-                values.extend([
-                    Value::from(id.clone()),
-                    job.org_id.map(|o| o.to_string()).into(),
-                    job.kind.clone().into(),
-                    job.payload.to_string().into(),
-                    job.priority.into(),
-                    to_micros(job.run_at.unwrap_or(now)).into(),
-                    i32::try_from(job.max_attempts)
-                        .unwrap_or(i32::MAX)
-                        .max(1)
-                        .into(),
-                    job.dedupe_key.clone().into(),
-                ]);
-            }
-            let sql = format!(
-                "INSERT INTO jobs (id, org_id, kind, payload, priority, state, run_at, attempts, max_attempts, \
-                 dedupe_key, lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at) \
-                 VALUES {} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
-                rows.join(", ")
-            );
-            let inserted: std::collections::HashSet<String> = tx
-                .query_all_raw(stmt(backend, &sql, values))
-                .await?
-                .iter()
-                .map(|r| r.try_get::<String>("", "id"))
-                .collect::<Result<_, _>>()?;
-            // Jobs whose dedupe key already existed: report the existing job.
-            let dupes: Vec<String> = chunk
-                .iter()
-                .zip(&ids)
-                .filter(|(_, id)| !inserted.contains(*id))
-                .filter_map(|(job, _)| job.dedupe_key.clone())
-                .collect();
-            let mut existing = std::collections::HashMap::new();
-            if !dupes.is_empty() {
-                let sql = format!(
-                    "SELECT id, dedupe_key FROM jobs WHERE dedupe_key IN ({})",
-                    placeholders(1, dupes.len())
-                );
-                let keys: Vec<Value> = dupes.iter().map(|k| Value::from(k.clone())).collect();
-                for r in tx.query_all_raw(stmt(backend, &sql, keys)).await? {
-                    existing.insert(
-                        r.try_get::<String>("", "dedupe_key")?,
-                        r.try_get::<String>("", "id")?,
-                    );
-                }
-            }
-            for (job, id) in chunk.iter().zip(ids) {
-                if inserted.contains(&id) {
-                    out.push(Enqueued { id, created: true });
-                } else {
-                    let found = job
-                        .dedupe_key
-                        .as_ref()
-                        .and_then(|k| existing.get(k))
-                        .cloned();
-                    let id = found
-                        .ok_or_else(|| StoreError::Conflict("duplicate job vanished".into()))?;
-                    out.push(Enqueued { id, created: false });
-                }
-            }
-        }
-        if backend == DbBackend::Postgres && out.iter().any(|e| e.created) {
-            tx.execute_raw(stmt(
-                backend,
-                "SELECT pg_notify($1, 'batch')",
-                vec![NOTIFY_CHANNEL.into()],
-            ))
-            .await?;
-        }
+        let out = enqueue_many_in(&tx, self.clock().now(), &jobs).await?;
         tx.commit().await?;
         self.wake_workers();
         Ok(out)
@@ -615,8 +626,18 @@ impl Store {
         if kinds.is_empty() {
             return Ok(None);
         }
+        // Walk `ix_jobs_due` (run_at, ready jobs only) from its start to the first job of
+        // these kinds: one entry read in the usual case, however many timers wait. SQLite's
+        // `+kind` keeps its planner from choosing the claim index (which would read every
+        // ready entry of the kinds) instead.
+        let kind = if self.backend() == DbBackend::Sqlite {
+            "+kind"
+        } else {
+            "kind"
+        };
         let sql = format!(
-            "SELECT MIN(run_at) AS next FROM jobs WHERE state = 'ready' AND kind IN ({})",
+            "SELECT run_at AS next FROM jobs WHERE state = 'ready' AND {kind} IN ({}) \
+             ORDER BY run_at LIMIT 1",
             placeholders(1, kinds.len())
         );
         let values: Vec<Value> = kinds.iter().map(|k| Value::from(k.clone())).collect();
@@ -772,9 +793,16 @@ impl Store {
             })
             .await?;
         }
+        // Read back inside the transaction: once committed, a worker may claim the job
+        // at once, and the operator is owed the state they made, not the next one.
+        let after = job::Entity::find_by_id(id.to_owned())
+            .one(&tx)
+            .await?
+            .ok_or(StoreError::NotFound)
+            .and_then(to_job)?;
         tx.commit().await?;
         self.wake_workers();
-        self.get_job(org, id).await
+        Ok(after)
     }
 
     /// Deletes finished jobs: succeeded and discarded ones finished before `done_before`, dead
@@ -792,6 +820,43 @@ impl Store {
             .execute_raw(stmt(self.backend(), sql, values))
             .await?
             .rows_affected())
+    }
+
+    /// PostgreSQL: vacuums (and analyzes) this schema's tables with many dead row versions,
+    /// and analyzes those much changed since their last statistics. A queue table turns
+    /// over constantly: without this, on a server whose autovacuum is off (or tuned for
+    /// slower tables) its indexes fill with dead entries every claim must step over, and the
+    /// planner works from no statistics. Returns the tables it worked on; nothing on SQLite.
+    pub async fn vacuum_where_needed(&self) -> StoreResult<Vec<String>> {
+        if self.backend() != DbBackend::Postgres {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT relname, n_dead_tup > GREATEST(1000, n_live_tup / 10) AS dead \
+                 FROM pg_stat_user_tables WHERE schemaname = current_schema() \
+                 AND (n_dead_tup > GREATEST(1000, n_live_tup / 10) \
+                      OR n_mod_since_analyze > GREATEST(1000, n_live_tup / 10))",
+                vec![],
+            ))
+            .await?;
+        let mut done = Vec::with_capacity(rows.len());
+        for row in rows {
+            let table: String = row.try_get("", "relname")?;
+            let dead: bool = row.try_get("", "dead")?;
+            let quoted = format!("\"{}\"", table.replace('"', "\"\""));
+            let sql = if dead {
+                format!("VACUUM (ANALYZE) {quoted}")
+            } else {
+                format!("ANALYZE {quoted}")
+            };
+            self.connection().execute_unprepared(&sql).await?;
+            tracing::debug!(%table, vacuumed = dead, "table maintenance");
+            done.push(table);
+        }
+        Ok(done)
     }
 
     /// Jobs by kind and state.

@@ -91,6 +91,17 @@ pub async fn execute_raw(store: &Store, sql: &str) -> StoreResult<u64> {
         .rows_affected())
 }
 
+/// Runs a raw query whose first row has an integer column `n` (a `COUNT(*) AS n`), for tests
+/// that check what is stored.
+pub async fn query_i64(store: &Store, sql: &str) -> StoreResult<i64> {
+    let row = store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(store.backend(), sql))
+        .await?
+        .ok_or(crate::StoreError::NotFound)?;
+    Ok(row.try_get::<i64>("", "n")?)
+}
+
 /// Disables the audit log's append-only triggers, as someone with DDL rights could.
 pub async fn drop_audit_guards(store: &Store) -> StoreResult<()> {
     match store.backend() {

@@ -138,6 +138,9 @@ pub struct PoolConfig {
     pub drain_timeout: Duration,
     /// Pruning of finished jobs, if this pool should do it.
     pub prune: Option<PruneConfig>,
+    /// How often to look for tables that need `VACUUM`/`ANALYZE` (PostgreSQL; nothing on
+    /// SQLite), for servers whose autovacuum is off or too lax for a queue table.
+    pub vacuum_every: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -151,6 +154,7 @@ impl Default for PoolConfig {
             reap_every: Duration::from_secs(15),
             drain_timeout: Duration::from_secs(20),
             prune: None,
+            vacuum_every: Some(Duration::from_secs(15)),
         }
     }
 }
@@ -247,6 +251,15 @@ impl WorkerPool {
                 .as_ref()
                 .map_or(Duration::from_secs(3600), |p| p.every),
         );
+        let mut vacuum = tokio::time::interval(
+            cfg.vacuum_every
+                .unwrap_or(Duration::from_secs(3600))
+                .max(Duration::from_secs(1)),
+        );
+        vacuum.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let vacuuming = Arc::new(std::sync::atomic::AtomicBool::new(
+            store.backend() != DbBackend::Postgres,
+        ));
         let mut stopping = *shutdown.borrow();
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         tracing::info!(worker = %cfg.worker_id, kinds = ?kinds, "worker pool started");
@@ -364,6 +377,18 @@ impl WorkerPool {
                 _ = reap.tick() => {
                     if let Err(error) = store.reap_expired().await {
                         tracing::error!(%error, "reaping expired leases failed");
+                    }
+                }
+                _ = vacuum.tick(), if cfg.vacuum_every.is_some() => {
+                    // In a task of its own: a VACUUM of a large table must not hold up claims.
+                    if !vacuuming.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                        let (store, flag) = (store.clone(), vacuuming.clone());
+                        tokio::spawn(async move {
+                            if let Err(error) = store.vacuum_where_needed().await {
+                                tracing::warn!(%error, "vacuuming tables failed");
+                            }
+                            flag.store(false, std::sync::atomic::Ordering::Release);
+                        });
                     }
                 }
                 _ = prune.tick(), if cfg.prune.is_some() => {

@@ -27,7 +27,8 @@ async fn migrating_twice_is_a_no_op() {
             "m0004_outbound",
             "m0005_notifications",
             "m0006_journeys",
-            "m0007_journey_instances"
+            "m0007_journey_instances",
+            "m0008_timers"
         ]
     );
     assert!(store.migrate().await.expect("again").is_empty());
