@@ -28,6 +28,8 @@ pub struct CoupleFilter {
     pub wedding_from: Option<NaiveDate>,
     /// Weddings on or before this day.
     pub wedding_to: Option<NaiveDate>,
+    /// Only couples in this IANA time zone.
+    pub time_zone: Option<String>,
 }
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
@@ -68,6 +70,22 @@ fn to_fields(m: &couple::Model) -> StoreResult<CoupleFields> {
         },
         notes: m.notes.clone(),
     })
+}
+
+/// The couple's columns as `{table}.{column} AS {prefix}{column}`, to select a couple in
+/// a join and read it back with [`couple_from_row`].
+pub(crate) fn couple_columns(table: &str, prefix: &str) -> String {
+    use sea_orm::{IdenStatic, Iterable};
+    couple::Column::iter()
+        .map(|c| format!("{table}.{0} AS {prefix}{0}", c.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A couple from a joined row selected with [`couple_columns`].
+pub(crate) fn couple_from_row(row: &sea_orm::QueryResult, prefix: &str) -> StoreResult<Couple> {
+    use sea_orm::FromQueryResult;
+    to_view(couple::Model::from_query_result(row, prefix)?)
 }
 
 fn to_view(m: couple::Model) -> StoreResult<Couple> {
@@ -201,12 +219,44 @@ impl Store {
         page: &PageRequest,
     ) -> StoreResult<Page<Couple>> {
         let limit = page.limit();
+        let rows = self
+            .couples_batch(org, filter, page.after.as_deref(), limit + 1)
+            .await?;
+        Ok(paginate(rows, limit, |c| c.id.to_string()))
+    }
+
+    /// The distinct time zones of the organisation's couples.
+    pub async fn couple_zones(&self, org: &OrgId) -> StoreResult<Vec<String>> {
+        use sea_orm::ConnectionTrait as _;
+        let rows = self
+            .connection()
+            .query_all_raw(sea_orm::Statement::from_sql_and_values(
+                self.backend(),
+                "SELECT DISTINCT time_zone FROM couples WHERE org_id = $1 ORDER BY time_zone",
+                vec![org.to_string().into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String>("", "time_zone")?))
+            .collect()
+    }
+
+    /// Up to `limit` of the organisation's couples after the id `after`, in id order, for
+    /// work that walks every couple in batches larger than an API page (attaching scheduled
+    /// journeys).
+    pub async fn couples_batch(
+        &self,
+        org: &OrgId,
+        filter: &CoupleFilter,
+        after: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<Couple>> {
         let mut q = couple::Entity::find()
             .filter(couple::Column::OrgId.eq(org.to_string()))
             .order_by_asc(couple::Column::Id)
-            .limit(limit + 1);
-        if let Some(after) = &page.after {
-            q = q.filter(couple::Column::Id.gt(after.clone()));
+            .limit(limit);
+        if let Some(after) = after {
+            q = q.filter(couple::Column::Id.gt(after.to_owned()));
         }
         if let Some(from) = filter.wedding_from {
             q = q.filter(couple::Column::WeddingDate.gte(from));
@@ -214,13 +264,14 @@ impl Store {
         if let Some(to) = filter.wedding_to {
             q = q.filter(couple::Column::WeddingDate.lte(to));
         }
-        let rows = q
-            .all(self.connection())
+        if let Some(zone) = &filter.time_zone {
+            q = q.filter(couple::Column::TimeZone.eq(zone.clone()));
+        }
+        q.all(self.connection())
             .await?
             .into_iter()
             .map(to_view)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(paginate(rows, limit, |c| c.id.to_string()))
+            .collect()
     }
 
     /// Changes a couple. `edit` receives the current fields and returns the new ones; it runs

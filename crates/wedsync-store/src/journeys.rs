@@ -364,6 +364,15 @@ impl Store {
             },
         )
         .await?;
+        // Scheduled triggers (a date, a cron schedule) act on the new version through the
+        // queue, so the publish commits at once and the work survives a restart.
+        let mut job = crate::queue::NewJob::new(
+            PUBLISHED_KIND,
+            serde_json::json!({ "journey_id": id, "version": next }),
+        );
+        job.org_id = Some(*org);
+        job.dedupe_key = Some(format!("published:{id}:{next}"));
+        crate::queue::enqueue_in(&tx, now, job).await?;
         let journey = to_journey(&Self::journey_row(&tx, org, &id).await?)?;
         let version = tx
             .query_one_raw(stmt(
@@ -421,6 +430,16 @@ impl Store {
 
 /// The job kind that runs one step of one instance.
 pub const STEP_KIND: &str = "journey.step";
+
+/// The job kind that acts on a newly published version: attaches a date trigger to every
+/// couple, starts a cron trigger's schedule.
+pub const PUBLISHED_KIND: &str = "journey.published";
+
+/// The job kind that attaches scheduled journeys to one couple that was added or changed.
+pub const COUPLE_KIND: &str = "journey.couple";
+
+/// The job kind of one cron tick of one journey version in one time zone.
+pub const CRON_KIND: &str = "journey.cron";
 
 /// How long a journey step's idempotency key holds a notification: longer than any journey.
 pub const STEP_KEY_WINDOW_DAYS: i64 = 3650;
@@ -495,6 +514,8 @@ pub struct Advance {
     pub run_at: Option<DateTime<Utc>>,
     /// Why it stopped.
     pub reason: Option<String>,
+    /// The queue priority of the next step ([`step_priority`]).
+    pub priority: i32,
 }
 
 /// Everything a step needs.
@@ -502,14 +523,35 @@ pub struct Advance {
 pub struct StepWork {
     /// The organisation.
     pub org_id: OrgId,
-    /// The instance.
+    /// The instance (its `journey_id` and `version` name the document to run, immutable
+    /// once published, so callers may cache it).
     pub instance: Instance,
-    /// The version's document.
-    pub document: serde_json::Value,
     /// The couple.
     pub couple: wedsync_core::couple::Couple,
     /// What started it (the trigger event, when there was one).
     pub context: serde_json::Value,
+}
+
+/// One instance to start in bulk ([`Store::start_instances`]).
+#[derive(Debug, Clone)]
+pub struct NewStart {
+    /// The couple.
+    pub couple: wedsync_core::id::CoupleId,
+    /// One instance per journey, couple and key.
+    pub trigger_key: String,
+    /// `running` (the first step runs at `due_at`, or now) or `waiting` (the trigger waits
+    /// until `due_at`, following `wait` when the date it refers to moves).
+    pub status: String,
+    /// When the first step runs.
+    pub due_at: Option<DateTime<Utc>>,
+    /// The trigger's wait rule, for a waiting start.
+    pub wait: Option<serde_json::Value>,
+    /// What started it.
+    pub context: serde_json::Value,
+    /// For the history.
+    pub detail: String,
+    /// The queue priority of the first step ([`step_priority`]).
+    pub priority: i32,
 }
 
 fn to_instance(row: &QueryResult) -> StoreResult<Instance> {
@@ -560,23 +602,57 @@ async fn record_step<C: ConnectionTrait>(
     instance: &str,
     record: &StepRecord,
 ) -> StoreResult<()> {
-    db.execute_raw(stmt(
-        db.get_database_backend(),
-        "INSERT INTO journey_steps (id, instance_id, seq, node_id, node_type, at, outcome, detail, output) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        vec![
-            wedsync_core::id::JourneyStepId::new_at(record.at).to_string().into(),
-            instance.into(),
-            record.seq.into(),
-            record.node_id.clone().into(),
-            record.node_type.clone().into(),
-            to_micros(record.at).into(),
-            record.outcome.clone().into(),
-            record.detail.clone().into(),
-            record.output.as_ref().map(|o| o.to_string()).into(),
-        ],
-    ))
-    .await?;
+    record_steps(db, &[(instance, record)]).await
+}
+
+/// [`record_step`] for many rows, with multi-row inserts.
+async fn record_steps<C: ConnectionTrait>(
+    db: &C,
+    steps: &[(&str, &StepRecord)],
+) -> StoreResult<()> {
+    const CHUNK: usize = 500;
+    for chunk in steps.chunks(CHUNK) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 9);
+        for (instance, record) in chunk {
+            let p = values.len() + 1;
+            rows.push(format!(
+                "(${p}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8
+            ));
+            values.extend([
+                Value::from(wedsync_core::id::JourneyStepId::new_at(record.at).to_string()),
+                (*instance).into(),
+                record.seq.into(),
+                record.node_id.clone().into(),
+                record.node_type.clone().into(),
+                to_micros(record.at).into(),
+                record.outcome.clone().into(),
+                record.detail.clone().into(),
+                record.output.as_ref().map(|o| o.to_string()).into(),
+            ]);
+        }
+        if rows.is_empty() {
+            continue;
+        }
+        db.execute_raw(stmt(
+            db.get_database_backend(),
+            &format!(
+                "INSERT INTO journey_steps (id, instance_id, seq, node_id, node_type, at, outcome, detail, output) \
+                 VALUES {}",
+                rows.join(", ")
+            ),
+            values,
+        ))
+        .await?;
+    }
     Ok(())
 }
 
@@ -599,7 +675,7 @@ fn step_job(
 }
 
 /// The queue priority of a step for a couple marrying on `wedding` in `zone`.
-fn step_priority(wedding: chrono::NaiveDate, zone: &str, now: DateTime<Utc>) -> i32 {
+pub fn step_priority(wedding: chrono::NaiveDate, zone: &str, now: DateTime<Utc>) -> i32 {
     let today = wedsync_core::org::TimeZone::parse(zone)
         .map(|z| now.with_timezone(&z.tz()).date_naive())
         .ok();
@@ -666,20 +742,8 @@ impl Store {
             ],
         ))
         .await?;
-        record_step(
-            &tx,
-            &id.to_string(),
-            &StepRecord {
-                seq: 0,
-                node_id: trigger_node.into(),
-                node_type: "trigger".into(),
-                at: now,
-                outcome: "started".into(),
-                detail: format!("started on version {version} ({trigger_key})"),
-                output: None,
-            },
-        )
-        .await?;
+        // No history row yet: the trigger's step writes the first one ("started"), so a
+        // started instance costs one row less.
         let priority = step_priority(couple_view.wedding_date, &couple_view.time_zone, now);
         crate::queue::enqueue_in(&tx, now, step_job(org, &id.to_string(), 0, now, priority))
             .await?;
@@ -696,14 +760,183 @@ impl Store {
         Ok((to_instance(&row)?, true))
     }
 
+    /// Starts many instances of `journey` at `version` in one transaction (one disk sync
+    /// for all), with multi-row inserts: the bulk path of scheduled triggers, which attach a
+    /// published journey to every couple. A couple that already has an instance under the
+    /// same trigger key is left alone, so running a batch again starts nothing twice. Nothing
+    /// starts when `version` is no longer the published one (a newer publish attaches its
+    /// own). Returns how many started.
+    pub async fn start_instances(
+        &self,
+        org: &OrgId,
+        journey: &JourneyId,
+        version: i32,
+        trigger_node: &str,
+        starts: &[NewStart],
+    ) -> StoreResult<usize> {
+        const CHUNK: usize = 200;
+        if starts.is_empty() {
+            return Ok(0);
+        }
+        let now = self.clock().now();
+        let backend = self.backend();
+        let tx = self.write_tx().await?;
+        let live = tx
+            .query_one_raw(stmt(
+                backend,
+                "SELECT published_version FROM journeys WHERE org_id = $1 AND id = $2",
+                vec![org.to_string().into(), journey.to_string().into()],
+            ))
+            .await?
+            .map(|r| r.try_get::<Option<i32>>("", "published_version"))
+            .transpose()?
+            .flatten();
+        if live != Some(version) {
+            return Ok(0);
+        }
+        let mut started = 0;
+        for chunk in starts.chunks(CHUNK) {
+            let ids: Vec<String> = chunk
+                .iter()
+                .map(|_| wedsync_core::id::JourneyInstanceId::new_at(now).to_string())
+                .collect();
+            let mut rows = Vec::with_capacity(chunk.len());
+            let mut values: Vec<Value> = vec![
+                org.to_string().into(),
+                journey.to_string().into(),
+                version.into(),
+                trigger_node.into(),
+                to_micros(now).into(),
+            ];
+            for (start, id) in chunk.iter().zip(&ids) {
+                let p = values.len() + 1;
+                rows.push(format!(
+                    "(${p}, $1, $2, $3, ${}, ${}, ${}, $4, 0, ${}, ${}, ${}, NULL, $5, $5)",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                ));
+                values.extend([
+                    Value::from(id.clone()),
+                    start.couple.to_string().into(),
+                    start.trigger_key.clone().into(),
+                    start.status.clone().into(),
+                    start.wait.as_ref().map(|w| w.to_string()).into(),
+                    start
+                        .due_at
+                        .filter(|_| start.status == "waiting")
+                        .map(to_micros)
+                        .into(),
+                    start.context.to_string().into(),
+                ]);
+            }
+            let sql = format!(
+                "INSERT INTO journey_instances (id, org_id, journey_id, version, couple_id, trigger_key, status, \
+                 current_node, step_seq, wait, due_at, context, reason, created_at, updated_at) VALUES {} \
+                 ON CONFLICT (journey_id, couple_id, trigger_key) DO NOTHING RETURNING id",
+                rows.join(", ")
+            );
+            let inserted: std::collections::HashSet<String> = tx
+                .query_all_raw(stmt(backend, &sql, values))
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String>("", "id"))
+                .collect::<Result<_, _>>()?;
+            let fresh: Vec<(&NewStart, &String)> = chunk
+                .iter()
+                .zip(&ids)
+                .filter(|(_, id)| inserted.contains(*id))
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            // A waiting start is written in the history (it may wait for months); a running
+            // one is not, its trigger step writes the first row.
+            let waiting: Vec<&(&NewStart, &String)> = fresh
+                .iter()
+                .filter(|(start, _)| start.status == "waiting")
+                .collect();
+            let records: Vec<StepRecord> = waiting
+                .iter()
+                .map(|(start, _)| StepRecord {
+                    seq: 0,
+                    node_id: trigger_node.to_owned(),
+                    node_type: "trigger".into(),
+                    at: now,
+                    outcome: "waiting".into(),
+                    detail: format!(
+                        "started on version {version} ({}): {}",
+                        start.trigger_key, start.detail
+                    ),
+                    output: None,
+                })
+                .collect();
+            let rows: Vec<(&str, &StepRecord)> = waiting
+                .iter()
+                .map(|(_, id)| id.as_str())
+                .zip(&records)
+                .collect();
+            record_steps(&tx, &rows).await?;
+            let jobs: Vec<crate::queue::NewJob> = fresh
+                .iter()
+                .map(|(start, id)| {
+                    step_job(org, id, 0, start.due_at.unwrap_or(now), start.priority)
+                })
+                .collect();
+            crate::queue::enqueue_many_in(&tx, now, &jobs).await?;
+            started += fresh.len();
+        }
+        tx.commit().await?;
+        if started > 0 {
+            self.wake_workers();
+        }
+        Ok(started)
+    }
+
+    /// Every published journey of `org`: `(journey, version, document)`.
+    pub async fn published_journeys(
+        &self,
+        org: &OrgId,
+    ) -> StoreResult<Vec<(JourneyId, i32, serde_json::Value)>> {
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT j.id, v.version, v.document FROM journeys j JOIN journey_versions v \
+                 ON v.journey_id = j.id AND v.version = j.published_version WHERE j.org_id = $1 ORDER BY j.id",
+                vec![org.to_string().into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String>("", "id")?
+                        .parse()
+                        .map_err(|e| corrupt(format!("{e:?}")))?,
+                    row.try_get("", "version")?,
+                    serde_json::from_str(&row.try_get::<String>("", "document")?)
+                        .map_err(corrupt)?,
+                ))
+            })
+            .collect()
+    }
+
     /// What step `seq` of `instance` needs; `None` when the instance is gone or has moved on
     /// (the job is stale).
     pub async fn step_work(&self, instance: &str, seq: i32) -> StoreResult<Option<StepWork>> {
+        // One statement for the instance and its couple: a step's reads are on the hot path.
         let row = self
             .connection()
             .query_one_raw(stmt(
                 self.backend(),
-                "SELECT * FROM journey_instances WHERE id = $1",
+                &format!(
+                    "SELECT i.*, {} FROM journey_instances i JOIN couples c ON c.id = i.couple_id \
+                     WHERE i.id = $1",
+                    crate::couples::couple_columns("c", "c_")
+                ),
                 vec![instance.into()],
             ))
             .await?;
@@ -716,16 +949,12 @@ impl Store {
             .try_get::<String>("", "org_id")?
             .parse()
             .map_err(|e| corrupt(format!("{e:?}")))?;
-        let version = self
-            .journey_version(&org, &inst.journey_id, inst.version)
-            .await?;
-        let couple = self.get_couple(&org, &inst.couple_id).await?;
+        let couple = crate::couples::couple_from_row(&row, "c_")?;
         let context =
             serde_json::from_str(&row.try_get::<String>("", "context")?).map_err(corrupt)?;
         Ok(Some(StepWork {
             org_id: org,
             instance: inst,
-            document: version.document,
             couple,
             context,
         }))
@@ -740,56 +969,116 @@ impl Store {
         instance: &str,
         advance: Advance,
     ) -> StoreResult<bool> {
+        let moved = self
+            .advance_instances(vec![(*org, instance.to_owned(), advance)])
+            .await?;
+        Ok(moved.first().copied().unwrap_or(false))
+    }
+
+    /// [`Store::advance_instance`] for many instances in one transaction (one disk sync for
+    /// all, for the engine's group commit): each moves only if it is still at its step, and
+    /// the history rows and next jobs of those that moved are written with multi-row
+    /// inserts. Returns, in order, whether each moved; if the transaction fails, none did.
+    pub async fn advance_instances(
+        &self,
+        batch: Vec<(OrgId, String, Advance)>,
+    ) -> StoreResult<Vec<bool>> {
         let now = self.clock().now();
         let tx = self.write_tx().await?;
-        let done = tx
-            .execute_raw(stmt(
-                self.backend(),
-                "UPDATE journey_instances SET step_seq = step_seq + 1, current_node = $1, status = $2, wait = $3, \
-                 due_at = $4, reason = $5, updated_at = $6 WHERE id = $7 AND step_seq = $8 \
-                 AND status IN ('running', 'waiting')",
-                vec![
+        let mut moved = Vec::with_capacity(batch.len());
+        let mut steps = Vec::with_capacity(batch.len());
+        let mut jobs = Vec::with_capacity(batch.len());
+        let distinct: std::collections::HashSet<&str> =
+            batch.iter().map(|(_, i, _)| i.as_str()).collect();
+        let together = batch.len() > 1 && distinct.len() == batch.len();
+        if together {
+            // One conditional UPDATE for the whole batch (`UPDATE … FROM` a VALUES list,
+            // `RETURNING` the instances that moved): one statement instead of one per step.
+            let backend = self.backend();
+            let mut values: Vec<Value> = vec![to_micros(now).into()];
+            let mut rows = Vec::with_capacity(batch.len());
+            for (_, instance, advance) in &batch {
+                let p = values.len() + 1;
+                rows.push(format!(
+                    "(${p}, CAST(${} AS INTEGER), ${}, ${}, CAST(${} AS TEXT), CAST(${} AS BIGINT), CAST(${} AS TEXT))",
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                ));
+                values.extend([
+                    Value::from(instance.clone()),
+                    advance.seq.into(),
                     advance.next_node.clone().into(),
                     advance.status.clone().into(),
                     advance.wait.as_ref().map(|w| w.to_string()).into(),
-                    advance.run_at.filter(|_| advance.status == "waiting").map(to_micros).into(),
+                    advance
+                        .run_at
+                        .filter(|_| advance.status == "waiting")
+                        .map(to_micros)
+                        .into(),
                     advance.reason.clone().into(),
-                    to_micros(now).into(),
-                    instance.into(),
-                    advance.seq.into(),
-                ],
-            ))
-            .await?;
-        if done.rows_affected() == 0 {
-            return Ok(false);
+                ]);
+            }
+            let sql = format!(
+                "WITH v(id, seq, node, status, wait, due_at, reason) AS (VALUES {}) \
+                 UPDATE journey_instances SET step_seq = journey_instances.step_seq + 1, current_node = v.node, \
+                 status = v.status, wait = v.wait, due_at = v.due_at, reason = v.reason, updated_at = $1 \
+                 FROM v WHERE journey_instances.id = v.id AND journey_instances.step_seq = v.seq \
+                 AND journey_instances.status IN ('running', 'waiting') RETURNING journey_instances.id",
+                rows.join(", ")
+            );
+            let done: std::collections::HashSet<String> = tx
+                .query_all_raw(stmt(backend, &sql, values))
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String>("", "id"))
+                .collect::<Result<_, _>>()?;
+            moved.extend(batch.iter().map(|(_, instance, _)| done.contains(instance)));
         }
-        record_step(&tx, instance, &advance.record).await?;
-        if let Some(at) = advance.run_at {
-            let row = tx
-                .query_one_raw(stmt(
+        for (_, instance, advance) in batch.iter().filter(|_| !together) {
+            let done = tx
+                .execute_raw(stmt(
                     self.backend(),
-                    "SELECT c.wedding_date, c.time_zone FROM journey_instances i JOIN couples c ON c.id = i.couple_id WHERE i.id = $1",
-                    vec![instance.into()],
+                    "UPDATE journey_instances SET step_seq = step_seq + 1, current_node = $1, status = $2, wait = $3, \
+                     due_at = $4, reason = $5, updated_at = $6 WHERE id = $7 AND step_seq = $8 \
+                     AND status IN ('running', 'waiting')",
+                    vec![
+                        advance.next_node.clone().into(),
+                        advance.status.clone().into(),
+                        advance.wait.as_ref().map(|w| w.to_string()).into(),
+                        advance.run_at.filter(|_| advance.status == "waiting").map(to_micros).into(),
+                        advance.reason.clone().into(),
+                        to_micros(now).into(),
+                        instance.clone().into(),
+                        advance.seq.into(),
+                    ],
                 ))
                 .await?;
-            let priority = match row {
-                Some(r) => step_priority(
-                    r.try_get("", "wedding_date")?,
-                    &r.try_get::<String>("", "time_zone")?,
-                    at,
-                ),
-                None => 0,
-            };
-            crate::queue::enqueue_in(
-                &tx,
-                now,
-                step_job(org, instance, advance.seq + 1, at, priority),
-            )
-            .await?;
+            moved.push(done.rows_affected() > 0);
         }
+        // Those that moved get their history row and, when they go on, their next job.
+        for ((org, instance, advance), _) in batch.iter().zip(&moved).filter(|(_, ok)| **ok) {
+            steps.push((instance.as_str(), &advance.record));
+            if let Some(at) = advance.run_at {
+                jobs.push(step_job(
+                    org,
+                    instance,
+                    advance.seq + 1,
+                    at,
+                    advance.priority,
+                ));
+            }
+        }
+        record_steps(&tx, &steps).await?;
+        crate::queue::enqueue_many_in(&tx, now, &jobs).await?;
         tx.commit().await?;
-        self.wake_workers();
-        Ok(true)
+        if !jobs.is_empty() {
+            self.wake_workers();
+        }
+        Ok(moved)
     }
 
     /// Cancels an instance (audited); its pending step does nothing when it runs.
@@ -937,14 +1226,27 @@ pub(crate) async fn reschedule_waits<C: ConnectionTrait>(
     let rows = db
         .query_all_raw(stmt(
             backend,
-            "SELECT * FROM journey_instances WHERE couple_id = $1 AND status = 'waiting'",
+            "SELECT * FROM journey_instances WHERE couple_id = $1 AND status IN ('waiting', 'paused')",
             vec![couple.to_string().into()],
         ))
         .await?;
     let mut moved = 0;
     for row in &rows {
         let inst = to_instance(row)?;
-        let Some(wait) = &inst.wait else { continue };
+        // A paused instance keeps the wait it was paused in; its instant moves too (and
+        // takes effect when it is resumed).
+        let paused = inst.status == "paused";
+        let wait = if paused {
+            inst.wait
+                .as_ref()
+                .filter(|w| {
+                    w.get("paused_from").and_then(serde_json::Value::as_str) == Some("waiting")
+                })
+                .and_then(|w| w.get("wait"))
+        } else {
+            inst.wait.as_ref()
+        };
+        let Some(wait) = wait else { continue };
         if wait.get("mode").and_then(serde_json::Value::as_str) != Some("until_date")
             || wait.get("date").and_then(serde_json::Value::as_str) != Some(field)
         {
@@ -971,6 +1273,7 @@ pub(crate) async fn reschedule_waits<C: ConnectionTrait>(
         let passed = instant <= now;
         let skip =
             passed && wait.get("if_passed").and_then(serde_json::Value::as_str) == Some("skip");
+        let still = if paused { "paused" } else { "waiting" };
         let (status, due, detail) = if skip {
             (
                 "skipped",
@@ -981,19 +1284,21 @@ pub(crate) async fn reschedule_waits<C: ConnectionTrait>(
             )
         } else if passed {
             (
-                "waiting",
+                still,
                 Some(now),
                 format!(
-                    "{field} moved to {new_date}: the wait's instant has passed, so it runs now"
+                    "{field} moved to {new_date}: the wait's instant has passed, so it runs now{}",
+                    if paused { " when resumed" } else { "" }
                 ),
             )
         } else {
             (
-                "waiting",
+                still,
                 Some(instant),
                 format!(
-                    "{field} moved to {new_date}: now waiting until {}",
-                    instant.to_rfc3339()
+                    "{field} moved to {new_date}: now waiting until {}{}",
+                    instant.to_rfc3339(),
+                    if paused { " (paused)" } else { "" }
                 ),
             )
         };
@@ -1028,9 +1333,18 @@ pub(crate) async fn reschedule_waits<C: ConnectionTrait>(
             },
         )
         .await?;
-        if let Some(due) = due {
-            crate::queue::enqueue_in(db, now, step_job(org, &id, inst.step_seq + 1, due, 0))
-                .await?;
+        if let Some(due) = due.filter(|_| !paused) {
+            let priority = if field == "wedding_date" {
+                step_priority(new_date, zone, due)
+            } else {
+                0
+            };
+            crate::queue::enqueue_in(
+                db,
+                now,
+                step_job(org, &id, inst.step_seq + 1, due, priority),
+            )
+            .await?;
         }
         moved += 1;
     }
@@ -1105,34 +1419,20 @@ impl Store {
         couple: &wedsync_core::id::CoupleId,
         data: &serde_json::Value,
     ) -> StoreResult<Vec<wedsync_core::id::JourneyInstanceId>> {
-        let rows = self
-            .connection()
-            .query_all_raw(stmt(
-                self.backend(),
-                "SELECT j.id, v.document FROM journeys j JOIN journey_versions v \
-                 ON v.journey_id = j.id AND v.version = j.published_version WHERE j.org_id = $1",
-                vec![org.to_string().into()],
-            ))
-            .await?;
+        let published = self.published_journeys(org).await?;
         // Instances already waiting for this event go on first.
         self.resume_for_event(org, couple, event_type, event_key, data)
             .await?;
         let mut started = Vec::new();
-        for row in &rows {
-            let document: serde_json::Value =
-                serde_json::from_str(&row.try_get::<String>("", "document")?).map_err(corrupt)?;
-            let Some(trigger_node) = trigger_for(&document, event_type, data) else {
+        for (journey, _, document) in &published {
+            let Some(trigger_node) = trigger_for(document, event_type, data) else {
                 continue;
             };
-            let journey: JourneyId = row
-                .try_get::<String>("", "id")?
-                .parse()
-                .map_err(|e| corrupt(format!("{e:?}")))?;
             let context = serde_json::json!({ "type": event_type, "id": event_key, "data": data });
             let (instance, created) = self
                 .start_instance(
                     org,
-                    &journey,
+                    journey,
                     couple,
                     &format!("event:{event_key}"),
                     &trigger_node,

@@ -166,6 +166,16 @@ impl Store {
             .org_id
             .parse()
             .map_err(|_| crate::StoreError::Conflict("stored outbox event is unreadable".into()))?;
+        if matches!(m.event_type.as_str(), "client.created" | "client.updated") {
+            // A new couple, or a moved date, may need the organisation's scheduled journeys.
+            let mut job = crate::queue::NewJob::new(
+                crate::journeys::COUPLE_KIND,
+                serde_json::json!({ "couple_id": couple, "created": m.event_type == "client.created" }),
+            );
+            job.org_id = Some(org);
+            job.dedupe_key = Some(format!("couple:{event_id}"));
+            self.enqueue(job).await?;
+        }
         Ok(self
             .start_journeys_for_event(&org, &m.event_type, event_id, &couple, &data)
             .await?
