@@ -15,9 +15,13 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
 use wedsync_core::notify::NotifyChannel;
 use wedsync_store::Store;
-use wedsync_store::journeys::{Advance, STEP_KEY_WINDOW_DAYS, StepRecord, StepWork};
+
+use wedsync_store::group_commit::GroupCommit;
+use wedsync_store::journeys::{Advance, STEP_KEY_WINDOW_DAYS, StepRecord, StepWork, step_priority};
 use wedsync_store::notify::{NotificationInput, Recipient as To};
 use wedsync_store::queue::Job;
 use wedsync_store::worker::{JobError, JobHandler};
@@ -32,10 +36,64 @@ fn transient(e: impl std::fmt::Display) -> JobError {
     JobError::transient(e.to_string())
 }
 
-/// The handler for `journey.step` jobs.
+/// Published versions already parsed, by `(journey, version)`: a version never changes once
+/// published, so an entry never goes stale. Bounded; cleared when full.
+#[derive(Default)]
+struct Documents(std::sync::Mutex<HashMap<(String, i32), Arc<JourneyDocument>>>);
+
+const CACHED_VERSIONS: usize = 1024;
+
+impl Documents {
+    async fn get(&self, store: &Store, work: &StepWork) -> Result<Arc<JourneyDocument>, JobError> {
+        let key = (work.instance.journey_id.to_string(), work.instance.version);
+        if let Some(doc) = self.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(doc);
+        }
+        let version = store
+            .journey_version(
+                &work.org_id,
+                &work.instance.journey_id,
+                work.instance.version,
+            )
+            .await
+            .map_err(transient)?;
+        let doc = Arc::new(JourneyDocument::parse(&version.document).map_err(|e| {
+            JobError::Permanent(format!("the published document does not parse: {e}"))
+        })?);
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= CACHED_VERSIONS {
+                map.clear();
+            }
+            map.insert(key, doc.clone());
+        }
+        Ok(doc)
+    }
+}
+
+/// The handler for `journey.step` jobs. Call it inside the Tokio runtime: it starts the
+/// tasks that commit steps. Concurrent steps share transactions (group commit): each step
+/// is told it moved only after the transaction holding its advance has committed.
 pub fn step_handler(store: Store) -> impl JobHandler {
+    let committers = if store.backend() == wedsync_store::Backend::Postgres {
+        4
+    } else {
+        1
+    };
+    let committing = store.clone();
+    let advances = GroupCommit::spawn(committers, 256, "journey_steps", move |batch| {
+        let store = committing.clone();
+        async move {
+            store
+                .advance_instances(batch)
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
+    let documents = Arc::new(Documents::default());
     move |job: Job| {
         let store = store.clone();
+        let advances = advances.clone();
+        let documents = documents.clone();
         async move {
             let (Some(instance), Some(seq)) = (
                 job.payload.get("instance_id").and_then(Value::as_str),
@@ -59,11 +117,17 @@ pub fn step_handler(store: Store) -> impl JobHandler {
                     reason: "the wait is not over".into(),
                 });
             }
-            let advance = run_step(&store, &work, now).await?;
-            let moved = store
-                .advance_instance(&work.org_id, instance, advance)
+            let doc = documents.get(&store, &work).await?;
+            let mut advance = run_step(&store, &work, &doc, now).await?;
+            advance.priority = step_priority(
+                work.couple.wedding_date,
+                &work.couple.time_zone,
+                advance.run_at.unwrap_or(now),
+            );
+            let moved = advances
+                .submit((work.org_id, instance.to_owned(), advance))
                 .await
-                .map_err(transient)?;
+                .map_err(JobError::transient)?;
             if moved {
                 metrics::counter!("wedsync_journey_steps_total").increment(1);
             }
@@ -108,6 +172,7 @@ fn stop(
         wait: None,
         run_at: None,
         reason: Some(reason),
+        priority: 0,
     }
 }
 
@@ -129,6 +194,7 @@ fn go_on(
             wait: None,
             run_at: Some(now),
             reason: None,
+            priority: 0,
         },
         None => Advance {
             seq,
@@ -146,6 +212,7 @@ fn go_on(
             wait: None,
             run_at: None,
             reason: Some(format!("node {node} has no next step")),
+            priority: 0,
         },
     }
 }
@@ -208,11 +275,14 @@ fn data_for(work: &StepWork) -> Value {
     })
 }
 
-async fn run_step(store: &Store, work: &StepWork, now: DateTime<Utc>) -> Result<Advance, JobError> {
+async fn run_step(
+    store: &Store,
+    work: &StepWork,
+    doc: &JourneyDocument,
+    now: DateTime<Utc>,
+) -> Result<Advance, JobError> {
     let inst = &work.instance;
     let seq = inst.step_seq;
-    let doc = JourneyDocument::parse(&work.document)
-        .map_err(|e| JobError::Permanent(format!("the published document does not parse: {e}")))?;
     let Some(node) = doc.node(&inst.current_node) else {
         return Ok(stop(
             seq,
@@ -237,6 +307,8 @@ async fn run_step(store: &Store, work: &StepWork, now: DateTime<Utc>) -> Result<
         );
         let (handle, detail) = if timed_out {
             (Some(HANDLE_TIMEOUT), "timed out waiting")
+        } else if matches!(node.kind, NodeKind::Trigger(_)) {
+            (None, "the trigger's time has come")
         } else {
             (None, "the wait is over")
         };
@@ -251,15 +323,20 @@ async fn run_step(store: &Store, work: &StepWork, now: DateTime<Utc>) -> Result<
         ));
     }
     Ok(match &node.kind {
-        NodeKind::Trigger(_) => go_on(
-            seq,
-            id,
-            kind,
-            now,
-            doc.next(id, None),
-            "started".into(),
-            None,
-        ),
+        NodeKind::Trigger(_) => {
+            // The instance's first history row: a start writes none of its own.
+            let mut advance = go_on(
+                seq,
+                id,
+                kind,
+                now,
+                doc.next(id, None),
+                format!("started on version {} ({})", inst.version, inst.trigger_key),
+                None,
+            );
+            advance.record.outcome = "started".into();
+            advance
+        }
         NodeKind::Email(e) => {
             let (subject, text, html, template) = match &e.content {
                 EmailContent::Template { name } => (None, None, None, Some(name.clone())),
@@ -524,6 +601,7 @@ async fn run_step(store: &Store, work: &StepWork, now: DateTime<Utc>) -> Result<
             wait: None,
             run_at: None,
             reason: None,
+            priority: 0,
         },
         NodeKind::Wait(Wait::UntilEvent {
             event_type,
@@ -686,12 +764,14 @@ fn waiting_for(
 ) -> Advance {
     Advance {
         seq,
-        record: record(seq, node, kind, now, "waiting", detail, Some(rule.clone())),
+        // The rule lives on the instance while it waits; the history says it in words.
+        record: record(seq, node, kind, now, "waiting", detail, None),
         next_node: node.to_owned(),
         status: "waiting".into(),
         wait: Some(rule),
         run_at: due,
         reason: None,
+        priority: 0,
     }
 }
 
@@ -705,12 +785,13 @@ fn waiting(seq: i32, node: &str, now: DateTime<Utc>, due: DateTime<Utc>, rule: V
             now,
             "waiting",
             format!("waits until {}", due.to_rfc3339()),
-            Some(rule.clone()),
+            None,
         ),
         next_node: node.to_owned(),
         status: "waiting".into(),
         wait: Some(rule),
         run_at: Some(due),
         reason: None,
+        priority: 0,
     }
 }

@@ -14,11 +14,12 @@ mod cron;
 mod document;
 pub mod engine;
 mod model;
+pub mod schedule;
 mod simulate;
 mod templates;
 mod validation;
 
-pub use cron::check_cron;
+pub use cron::{check_cron, next_tick, parse_cron};
 pub use document::{
     Edge, JourneyDocument, MAX_EDGE_LABEL_LEN, MAX_EDGES, MAX_HANDLE_LEN, MAX_ID_LEN, MAX_NODES,
     Node, check_id,

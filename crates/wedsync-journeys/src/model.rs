@@ -14,6 +14,9 @@ pub const HANDLE_TIMEOUT: &str = "timeout";
 pub const HANDLE_EVENT: &str = "event";
 /// The couple's wedding date, the usual anchor of date-relative triggers and waits.
 pub const WEDDING_DATE: &str = "wedding_date";
+/// The dates of a couple's that date-relative triggers and waits can refer to. Couples have
+/// no other date fields yet; a wait on any other name is refused when the journey is saved.
+pub const DATE_FIELDS: [&str; 1] = [WEDDING_DATE];
 
 /// A node's position on the canvas, in React Flow's coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

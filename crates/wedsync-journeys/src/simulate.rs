@@ -291,10 +291,21 @@ fn run_simulation(doc: &JourneyDocument, input: &SimulationInput, zone: Tz) -> T
             format!("{} after the start", duration_text(*after_seconds)),
         )),
         Trigger::Manual {} => Some((start, "started by hand".to_owned())),
-        Trigger::Cron { expression, .. } => Some((
-            start,
-            format!("on the schedule `{expression}` (simulated from its first run at the start)"),
-        )),
+        Trigger::Cron {
+            expression,
+            time_zone,
+        } => crate::cron::parse_cron(expression)
+            .ok()
+            .and_then(|cron| crate::cron::next_tick(&cron, start, time_zone.unwrap_or(zone)))
+            .filter(|tick| *tick <= horizon)
+            .map(|tick| {
+                (
+                    tick,
+                    format!(
+                        "the schedule `{expression}` fires (its first tick; one instance per tick)"
+                    ),
+                )
+            }),
     };
     let Some((at, what)) = started else {
         return finish(

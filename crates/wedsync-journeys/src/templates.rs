@@ -71,9 +71,9 @@ fn enquiry_follow_up() -> Value {
                 1,
                 json!({
                     "to": "both_partners",
-                    "subject": "Thank you for your enquiry, {{ couple.partner_a.first_name }}",
-                    "text": "Hi {{ couple.partner_a.first_name }},\n\nThank you for getting in touch \
-                             about your wedding{% if couple.wedding_date %} on {{ couple.wedding_date }}{% endif %}. \
+                    "subject": "Thank you for your enquiry, {{ recipient.first_name }}",
+                    "text": "Hi {{ recipient.first_name }},\n\nThank you for getting in touch \
+                             about your wedding{% if couple.wedding_date_long %} on {{ couple.wedding_date_long }}{% endif %}. \
                              We will be in touch shortly with availability and prices.",
                 }),
             ),
@@ -153,7 +153,7 @@ fn booking_onboarding() -> Value {
                 json!({
                     "to": "both_partners",
                     "subject": "Deposit received",
-                    "text": "Thank you, {{ couple.partner_a.first_name }}: your date is secured.",
+                    "text": "Thank you, {{ recipient.first_name }}: your date is secured.",
                 }),
             ),
             node("onboarded", "end", -1, 5, json!({})),
@@ -287,8 +287,8 @@ fn post_wedding_review() -> Value {
                 2,
                 json!({
                     "to": "both_partners",
-                    "subject": "How was your day, {{ couple.partner_a.first_name }}?",
-                    "text": "We hope you loved your wedding. Would you leave us a review? {{ journey.review_url }}",
+                    "subject": "How was your day, {{ recipient.first_name }}?",
+                    "text": "We hope you loved your wedding. Would you leave us a review?{% if vendor.review_url %} {{ vendor.review_url }}{% endif %}",
                 }),
             ),
             node("done", "end", 0, 3, json!({})),

@@ -744,16 +744,15 @@ impl Check<'_> {
         }
     }
 
-    /// `wedding_date` or another date field name: `[a-z][a-z0-9_]*`.
+    /// A date the hub keeps for a couple ([`crate::model::DATE_FIELDS`]).
     fn date_field(&mut self, key: &str, field: &str) {
-        let mut bytes = field.bytes();
-        let ok = field.len() <= MAX_NAME_LEN
-            && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
-            && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if !ok {
+        if !crate::model::DATE_FIELDS.contains(&field) {
             self.add(
                 key,
-                format!("`{field}` must be a date field name like `wedding_date`"),
+                format!(
+                    "`{field}` is not a date the hub keeps for a couple; use one of: {}",
+                    crate::model::DATE_FIELDS.join(", ")
+                ),
             );
         }
     }

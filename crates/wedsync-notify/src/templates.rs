@@ -277,6 +277,54 @@ pub fn sample_context(
 mod tests {
     use super::*;
 
+    /// Every message of the ready-made journeys renders against the context the notification
+    /// worker gives it, naming the recipient and the date, with nothing left blank.
+    #[test]
+    fn the_ready_made_journeys_render_with_the_wedding_context() {
+        let now = DateTime::parse_from_rfc3339("2027-03-01T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        let org = Organization {
+            id: wedsync_core::id::OrgId::new_at(now),
+            name: "Lens & Lace".into(),
+            time_zone: "Europe/London".into(),
+            tier: wedsync_core::org::Tier::Professional,
+            country: "GB".into(),
+            currency: "GBP".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut settings = Settings::default();
+        settings
+            .branding
+            .insert("review_url".into(), "https://example.com/review".into());
+        let ctx = sample_context(&org, &settings, &json!({}), now);
+        let mut rendered = 0;
+        for (key, _, doc) in wedsync_journeys::templates() {
+            for node in doc["nodes"].as_array().into_iter().flatten() {
+                let data = &node["data"];
+                let Some(text) = data["text"].as_str() else {
+                    continue;
+                };
+                let r = render(data["subject"].as_str(), text, None, &ctx)
+                    .unwrap_or_else(|e| panic!("{key}/{}: {e:?}", node["id"]));
+                let all = format!("{} {}", r.subject.unwrap_or_default(), r.text);
+                assert!(!all.contains("{{") && !all.contains(" ,"), "{key}: {all}");
+                if text.contains("recipient.first_name") {
+                    assert!(all.contains("Alex"), "{key}: {all}");
+                }
+                if text.contains("wedding_date_long") {
+                    assert!(all.contains("2027"), "{key}: {all}");
+                }
+                if text.contains("review_url") {
+                    assert!(all.contains("https://example.com/review"), "{key}: {all}");
+                }
+                rendered += 1;
+            }
+        }
+        assert!(rendered >= 4, "{rendered}");
+    }
+
     #[test]
     fn html_is_escaped_and_text_is_not() {
         let ctx = json!({ "name": "<Alex & Sam>" });

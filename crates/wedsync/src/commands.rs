@@ -794,6 +794,24 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
                 wedsync_core::retry::RetryPolicy::default(),
             )
             .register(
+                wedsync_store::journeys::PUBLISHED_KIND,
+                wedsync_journeys::schedule::published_handler(store.clone()),
+                1,
+                wedsync_core::retry::RetryPolicy::default(),
+            )
+            .register(
+                wedsync_store::journeys::COUPLE_KIND,
+                wedsync_journeys::schedule::couple_handler(store.clone()),
+                2,
+                wedsync_core::retry::RetryPolicy::default(),
+            )
+            .register(
+                wedsync_store::journeys::CRON_KIND,
+                wedsync_journeys::schedule::cron_handler(store.clone()),
+                1,
+                wedsync_core::retry::RetryPolicy::default(),
+            )
+            .register(
                 wedsync_store::notify::ESCALATE_KIND,
                 wedsync_notify::worker::escalate_handler(notifier.clone()),
                 4,

@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+mod schedule;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::{Value, json};
 use wedsync_core::clock::ManualClock;
@@ -201,11 +203,15 @@ impl Ctx {
     }
 
     async fn move_wedding(&self, to: &str) {
+        self.move_couple(&self.couple, to).await;
+    }
+
+    async fn move_couple(&self, couple: &CoupleId, to: &str) {
         let to: chrono::NaiveDate = to.parse().expect("date");
         self.store
             .update_couple(
                 &self.org,
-                &self.couple,
+                couple,
                 &operator(),
                 wedsync_store::couples::DateChangeRule {
                     window_days: 30,
@@ -259,7 +265,6 @@ async fn each_step_runs_once_in_order_at_the_couples_local_time() {
         path,
         [
             ("start", "started"),
-            ("start", "done"),
             ("hello", "done"),
             ("t-30", "waiting"),
             ("t-30", "done"),
@@ -664,4 +669,70 @@ async fn pause_resume_and_jump_are_manual_audited_operations() {
         actions.contains(&"journey_instance.pause") && actions.contains(&"journey_instance.jump"),
         "{actions:?}"
     );
+}
+
+#[tokio::test]
+async fn a_batch_of_advances_moves_only_the_instances_still_at_their_step() {
+    use wedsync_core::clock::Clock as _;
+    use wedsync_store::journeys::{Advance, StepRecord};
+    let c = ctx("2027-03-01T10:00:00Z", "2027-09-18").await;
+    let journey = c.publish(countdown("run_now")).await;
+    let mut ids = Vec::new();
+    for key in ["manual:1", "manual:2", "manual:3"] {
+        ids.push(c.start(&journey, key).await.0.id.to_string());
+    }
+    let now = c.clock.now();
+    let advance = |seq: i32| Advance {
+        seq,
+        record: StepRecord {
+            seq,
+            node_id: "start".into(),
+            node_type: "trigger".into(),
+            at: now,
+            outcome: "started".into(),
+            detail: "by hand".into(),
+            output: None,
+        },
+        next_node: "hello".into(),
+        status: "running".into(),
+        wait: None,
+        run_at: Some(now),
+        reason: None,
+        priority: 0,
+    };
+    // The second names a step its instance is not at (a stale job): it alone does nothing.
+    let moved = c
+        .store
+        .advance_instances(vec![
+            (c.org, ids[0].clone(), advance(0)),
+            (c.org, ids[1].clone(), advance(7)),
+            (c.org, ids[2].clone(), advance(0)),
+        ])
+        .await
+        .expect("advance");
+    assert_eq!(moved, [true, false, true]);
+    for (id, expect) in ids
+        .iter()
+        .zip([("hello", 1, 1), ("start", 0, 0), ("hello", 1, 1)])
+    {
+        let (inst, history) = c.store.get_instance(&c.org, id).await.expect("instance");
+        assert_eq!(
+            (inst.current_node.as_str(), inst.step_seq, history.len()),
+            expect,
+            "{id}"
+        );
+    }
+    // Run again, the same batch moves nothing: every instance has moved on or never was there.
+    let again = c
+        .store
+        .advance_instances(vec![
+            (c.org, ids[0].clone(), advance(0)),
+            (c.org, ids[2].clone(), advance(0)),
+        ])
+        .await
+        .expect("advance");
+    assert_eq!(again, [false, false]);
+    // The moved ones go on from `hello` through their queued jobs.
+    c.drain().await;
+    assert_eq!(c.sent(Email).await.len(), 3, "one email per instance");
 }

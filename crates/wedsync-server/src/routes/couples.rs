@@ -82,6 +82,7 @@ async fn list_couples(
     let filter = CoupleFilter {
         wedding_from: q.wedding_from,
         wedding_to: q.wedding_to,
+        time_zone: None,
     };
     Ok(Json(
         state
