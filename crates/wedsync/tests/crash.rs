@@ -529,3 +529,160 @@ async fn a_killed_node_delivers_every_webhook_after_restart() {
         got.len() - MESSAGES
     );
 }
+
+/// Journeys run through the queue; the node is killed while instances are mid-journey. After
+/// a restart every instance has finished, every step ran once (one history row per step),
+/// and every effect exists exactly once (one in-app task and one webhook message per
+/// instance, found by their step-scoped keys).
+#[tokio::test]
+async fn a_killed_node_finishes_every_journey_without_repeating_a_step() {
+    const COUPLES: usize = 300;
+    let db = fresh_db().await.expect("db");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::connect(&db.options, Arc::new(SystemClock))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    let operator = Actor::Cli("test".into());
+    let settings =
+        wedsync_core::org::OrgSettings::parse("Lens & Lace", "Europe/London", "scale", "GB", "GBP")
+            .expect("org");
+    let org = store.create_org(settings, &operator).await.expect("org").id;
+    let zone = wedsync_core::org::TimeZone::parse("Europe/London").expect("zone");
+    let mut couples = Vec::with_capacity(COUPLES);
+    for i in 0..COUPLES {
+        let input: wedsync_core::couple::CoupleInput = serde_json::from_value(serde_json::json!({
+            "partners": [
+                {"name": format!("Partner {i}"), "email": format!("p{i}@example.com")},
+                {"name": "Other", "email": format!("o{i}@example.com")}
+            ],
+            "wedding_date": "2030-06-01", "time_zone": "Europe/London"
+        }))
+        .expect("input");
+        let fields = input.validate(zone).expect("valid");
+        couples.push(
+            store
+                .create_couple(&org, fields, &operator)
+                .await
+                .expect("couple")
+                .id,
+        );
+    }
+    // trigger → task (team inbox) → decision → webhook → end: five steps, two effects.
+    let document = serde_json::json!({
+        "nodes": [
+            {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0}, "data": {"trigger": {"kind": "manual"}}},
+            {"id": "task", "type": "task", "position": {"x": 0, "y": 1}, "data": {"title": "Call the couple"}},
+            {"id": "soon", "type": "decision", "position": {"x": 0, "y": 2},
+             "data": {"conditions": [{"label": "far", "when": "couple.wedding_date > '2029-01-01'"}], "default_label": "near"}},
+            {"id": "hook", "type": "webhook", "position": {"x": 0, "y": 3}, "data": {"event_type": "journey.checked"}},
+            {"id": "done", "type": "end", "position": {"x": 0, "y": 4}, "data": {}}
+        ],
+        "edges": [
+            {"id": "a", "source": "start", "target": "task"},
+            {"id": "b", "source": "task", "target": "soon"},
+            {"id": "c", "source": "soon", "sourceHandle": "far", "target": "hook"},
+            {"id": "d", "source": "soon", "sourceHandle": "near", "target": "hook"},
+            {"id": "e", "source": "hook", "target": "done"}
+        ],
+        "viewport": {"x": 0, "y": 0, "zoom": 1}
+    });
+    let parsed = wedsync_journeys::JourneyDocument::parse(&document).expect("parses");
+    wedsync_journeys::validate(&parsed, wedsync_journeys::Mode::Publish).expect("valid");
+    let journey = store
+        .create_journey(&org, "Check-in", "", &parsed.to_json(), &operator)
+        .await
+        .expect("journey");
+    let (_, version) = store
+        .publish_journey(&org, &journey.id, journey.revision, &operator)
+        .await
+        .expect("publish");
+    let starts: Vec<wedsync_store::journeys::NewStart> = couples
+        .iter()
+        .map(|c| wedsync_store::journeys::NewStart {
+            couple: *c,
+            trigger_key: "manual:crash".into(),
+            status: "running".into(),
+            due_at: None,
+            wait: None,
+            context: serde_json::json!({}),
+            detail: "started by the test".into(),
+            priority: 0,
+        })
+        .collect();
+    let started = store
+        .start_instances(&org, &journey.id, version.version, "start", &starts)
+        .await
+        .expect("start");
+    assert_eq!(started, COUPLES);
+
+    let finished = async || {
+        let rows = wedsync_store::testing::query_i64(
+            &store,
+            "SELECT COUNT(*) AS n FROM journey_instances WHERE status = 'completed'",
+        )
+        .await
+        .expect("count");
+        rows as usize
+    };
+    let first = serve(&db.url, dir.path());
+    wait_for(
+        "some journeys to finish",
+        Duration::from_secs(60),
+        async || finished().await >= 20,
+    )
+    .await;
+    Command::new("kill")
+        .args(["-KILL", &first.id().to_string()])
+        .status()
+        .expect("kill");
+    let mut first = first;
+    first.wait().expect("reap the killed process");
+    let at_kill = finished().await;
+    eprintln!("killed with {at_kill}/{COUPLES} journeys finished");
+    assert!(at_kill < COUPLES, "every journey finished before the kill");
+
+    let mut second = serve(&db.url, dir.path());
+    wait_for(
+        "every journey to finish",
+        Duration::from_secs(120),
+        async || finished().await == COUPLES,
+    )
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .expect("term");
+    assert!(second.wait().expect("wait").success());
+
+    let count = async |sql: &str| {
+        wedsync_store::testing::query_i64(&store, sql)
+            .await
+            .expect("count")
+    };
+    // Every step once: trigger ("started"), task, decision, webhook and end, each with its
+    // own step number: 5 history rows.
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM journey_steps").await,
+        (COUPLES * 5) as i64
+    );
+    assert_eq!(
+        count(
+            "SELECT COUNT(*) AS n FROM (SELECT instance_id, seq FROM journey_steps \
+             GROUP BY instance_id, seq HAVING COUNT(*) > 1) d"
+        )
+        .await,
+        0,
+        "no step was recorded twice"
+    );
+    // Every effect once.
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM notifications WHERE idempotency_key LIKE 'journey:%'")
+            .await,
+        COUPLES as i64
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM messages WHERE event_type = 'journey.checked'").await,
+        COUPLES as i64
+    );
+}
