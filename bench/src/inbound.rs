@@ -25,6 +25,8 @@ use sea_orm::{ConnectionTrait, Database};
 use wedsync_core::clock::SystemClock;
 use wedsync_store::{Actor, Store, StoreOptions};
 
+mod common;
+
 const CLIENTS: usize = 64;
 const OPEN_RATE: u64 = 2_000;
 const OPEN_SECONDS: u64 = 5;
@@ -50,6 +52,8 @@ struct Run {
     p50: f64,
     p99: f64,
     errors: usize,
+    /// How busy the whole machine was meanwhile, in percent.
+    busy: f64,
 }
 
 fn send(client: &reqwest::Client, url: &str, r: &Signed) -> reqwest::RequestBuilder {
@@ -64,6 +68,7 @@ fn send(client: &reqwest::Client, url: &str, r: &Signed) -> reqwest::RequestBuil
 
 async fn closed_loop(client: &reqwest::Client, url: &str, requests: Arc<Vec<Signed>>) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
+    let load = common::MachineLoad::start();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
@@ -108,6 +113,7 @@ async fn closed_loop(client: &reqwest::Client, url: &str, requests: Arc<Vec<Sign
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
         errors,
+        busy: load.busy_percent(),
     }
 }
 
@@ -115,6 +121,7 @@ async fn open_loop(client: &reqwest::Client, url: &str, requests: Arc<Vec<Signed
     let n = (OPEN_RATE * OPEN_SECONDS) as usize;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / OPEN_RATE));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let load = common::MachineLoad::start();
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n.min(requests.len()) {
@@ -146,6 +153,7 @@ async fn open_loop(client: &reqwest::Client, url: &str, requests: Arc<Vec<Signed
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
         errors,
+        busy: load.busy_percent(),
     }
 }
 
@@ -331,21 +339,22 @@ async fn main() -> anyhow::Result<()> {
 
     println!("inbound benchmark over loopback, N = {n} per closed-loop run, {CLIENTS} clients");
     println!(
-        "{:<9} {:<34} {:>10} {:>9} {:>9} {:>7} {:>10}",
-        "backend", "mode", "req/s", "p50 ms", "p99 ms", "errors", "÷ plain"
+        "{:<9} {:<34} {:>10} {:>9} {:>9} {:>7} {:>10} {:>7}",
+        "backend", "mode", "req/s", "p50 ms", "p99 ms", "errors", "÷ plain", "CPU %"
     );
     for (backend, runs) in &results {
         let plain = runs.first().map(|(_, r)| r.rate).unwrap_or(1.0);
         for (mode, r) in runs {
             println!(
-                "{:<9} {:<34} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>10.2}",
+                "{:<9} {:<34} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>10.2} {:>7.0}",
                 backend,
                 mode,
                 r.rate,
                 r.p50,
                 r.p99,
                 r.errors,
-                r.rate / plain
+                r.rate / plain,
+                r.busy
             );
         }
     }

@@ -13,7 +13,7 @@ use wedsync_core::clock::{from_micros, to_micros};
 use wedsync_core::id::{EventId, OrgId, RequestId, SourceId};
 
 use crate::page::{Page, PageRequest, paginate};
-use crate::queue::{NewJob, enqueue_in, enqueue_in_quietly, notify_in};
+use crate::queue::{NewJob, enqueue_in};
 use crate::{Actor, Store, StoreError, StoreResult};
 
 /// The job kind that routes an inbound event to its consumers.
@@ -68,6 +68,26 @@ pub enum Ingested {
         /// The request stored the first time.
         request_id: String,
     },
+}
+
+/// An event to route: what a [`ROUTE_KIND`] job asks for.
+#[derive(Debug, Clone)]
+pub struct RouteRequest {
+    /// The event (`evt_…`).
+    pub event_id: String,
+    /// The queue priority of its deliveries.
+    pub priority: i32,
+    /// Whether this is a replay (sends the event's message again).
+    pub replay: bool,
+}
+
+/// What routing learnt of an event, for the work that follows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// Its canonical type.
+    pub event_type: String,
+    /// The couple it concerns, when known.
+    pub couple_id: Option<String>,
 }
 
 /// A stored event as a CloudEvents 1.0 document (JSON format).
@@ -153,23 +173,6 @@ fn to_cloud_event(r: &sea_orm::QueryResult) -> StoreResult<CloudEvent> {
 }
 
 impl Store {
-    async fn owned_ref<C: ConnectionTrait>(
-        db: &C,
-        table: &str,
-        org: &OrgId,
-        id: Option<&String>,
-    ) -> StoreResult<Option<String>> {
-        let Some(id) = id else { return Ok(None) };
-        let found = db
-            .query_one_raw(Statement::from_sql_and_values(
-                db.get_database_backend(),
-                format!("SELECT id FROM {table} WHERE id = $1 AND org_id = $2"),
-                vec![Value::from(id.clone()), Value::from(org.to_string())],
-            ))
-            .await?;
-        Ok(found.map(|_| id.clone()))
-    }
-
     /// Stores a verified request with its events and routing jobs, or recognises a duplicate.
     /// Events about a couple whose wedding is today route with the highest priority.
     pub async fn ingest(
@@ -187,143 +190,21 @@ impl Store {
     /// all of them), in order; duplicates, also within the batch, are recognised. If the
     /// transaction fails, none is stored and the caller must answer every sender with an
     /// error, so each retries.
+    ///
+    /// The batch is written set-wise, a handful of statements whatever its size: one
+    /// multi-row insert of the requests (`RETURNING` tells which were new), one read of the
+    /// couples and one of the bookings the events name, one multi-row insert of the events
+    /// and one of their routing jobs.
     pub async fn ingest_many(
         &self,
         batch: Vec<(IncomingRequest, Vec<NewEvent>)>,
     ) -> StoreResult<Vec<Ingested>> {
         let now = self.clock().now();
         let tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for (request, events) in batch {
-            out.push(self.ingest_one(&tx, now, request, events).await?);
-        }
-        // One wake-up for the whole batch rather than one per routing job.
-        if out
-            .iter()
-            .any(|o| matches!(o, Ingested::Accepted { event_ids, .. } if !event_ids.is_empty()))
-        {
-            notify_in(&tx, ROUTE_KIND).await?;
-        }
+        let out = ingest_in(&tx, now, batch).await?;
         tx.commit().await?;
         self.wake_workers();
         Ok(out)
-    }
-
-    async fn ingest_one(
-        &self,
-        tx: &sea_orm::DatabaseTransaction,
-        now: DateTime<Utc>,
-        request: IncomingRequest,
-        events: Vec<NewEvent>,
-    ) -> StoreResult<Ingested> {
-        let backend = self.backend();
-        let request_id = RequestId::new_at(now).to_string();
-        let (body, encoding) = match String::from_utf8(request.body) {
-            Ok(text) => (text, "utf8"),
-            Err(e) => (
-                base64::engine::general_purpose::STANDARD.encode(e.into_bytes()),
-                "base64",
-            ),
-        };
-        let inserted = tx
-            .execute_raw(Statement::from_sql_and_values(
-                backend,
-                "INSERT INTO inbound_requests (id, org_id, source_id, dedupe_key, received_at, headers, content_type, body, body_encoding) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (source_id, dedupe_key) DO NOTHING",
-                vec![
-                    request_id.clone().into(),
-                    request.org_id.to_string().into(),
-                    request.source_id.to_string().into(),
-                    request.dedupe_key.clone().into(),
-                    to_micros(now).into(),
-                    serde_json::to_string(&request.headers).unwrap_or_default().into(),
-                    request.content_type.into(),
-                    body.into(),
-                    encoding.into(),
-                ],
-            ))
-            .await?
-            .rows_affected();
-        if inserted == 0 {
-            let existing = tx
-                .query_one_raw(Statement::from_sql_and_values(
-                    backend,
-                    "SELECT id FROM inbound_requests WHERE source_id = $1 AND dedupe_key = $2",
-                    vec![
-                        request.source_id.to_string().into(),
-                        request.dedupe_key.into(),
-                    ],
-                ))
-                .await?
-                .ok_or_else(|| StoreError::Conflict("duplicate request vanished".into()))?;
-            return Ok(Ingested::Duplicate {
-                request_id: existing.try_get("", "id")?,
-            });
-        }
-        let mut event_ids = Vec::with_capacity(events.len());
-        for event in events {
-            let id = EventId::new_at(now).to_string();
-            let couple_id =
-                Self::owned_ref(tx, "couples", &request.org_id, event.couple_ref.as_ref()).await?;
-            let booking_id =
-                Self::owned_ref(tx, "bookings", &request.org_id, event.booking_ref.as_ref())
-                    .await?;
-            let priority = match &couple_id {
-                Some(c) => self.wedding_today_priority(tx, c, now).await?,
-                None => wedsync_core::calendar::PRIORITY_NORMAL,
-            };
-            tx.execute_raw(Statement::from_sql_and_values(
-                backend,
-                "INSERT INTO events (id, org_id, source_id, request_id, event_type, subject, time, data, couple_id, booking_id, created_at, routed_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL)",
-                vec![
-                    id.clone().into(),
-                    request.org_id.to_string().into(),
-                    request.source_id.to_string().into(),
-                    request_id.clone().into(),
-                    event.event_type.into(),
-                    event.subject.into(),
-                    to_micros(event.time).into(),
-                    event.data.to_string().into(),
-                    couple_id.into(),
-                    booking_id.into(),
-                    to_micros(now).into(),
-                ],
-            ))
-            .await?;
-            let mut job = NewJob::new(ROUTE_KIND, serde_json::json!({ "event_id": id }));
-            job.org_id = Some(request.org_id);
-            job.dedupe_key = Some(format!("route:{id}"));
-            job.priority = priority;
-            job.max_attempts = 25;
-            enqueue_in_quietly(tx, now, job).await?;
-            event_ids.push(id);
-        }
-        Ok(Ingested::Accepted {
-            request_id,
-            event_ids,
-        })
-    }
-
-    async fn wedding_today_priority<C: ConnectionTrait>(
-        &self,
-        db: &C,
-        couple_id: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<i32> {
-        use sea_orm::EntityTrait;
-        let couple = crate::entity::couple::Entity::find_by_id(couple_id.to_owned())
-            .one(db)
-            .await?;
-        let today = couple.and_then(|c| {
-            let zone = wedsync_core::org::TimeZone::parse(&c.time_zone).ok()?;
-            Some(c.wedding_date == now.with_timezone(&zone.tz()).date_naive())
-        });
-        Ok(if today == Some(true) {
-            wedsync_core::calendar::PRIORITY_WEDDING_TODAY
-        } else {
-            wedsync_core::calendar::PRIORITY_NORMAL
-        })
     }
 
     /// A page of `org`'s events, oldest first.
@@ -467,60 +348,106 @@ impl Store {
         .await
     }
 
-    /// Routes an event: fans it out to the organisation's webhook endpoints and records it as
-    /// routed, in one transaction. Running it again changes nothing (one message per event)
-    /// unless `replay`, which sends the event's message again to every matching endpoint; an
-    /// event pruned meanwhile is nothing to do.
+    /// Routes one event ([`Store::route_events`] for a batch of one).
     pub async fn route_event(
         &self,
         event_id: &str,
         priority: i32,
         replay: bool,
-    ) -> StoreResult<()> {
-        let now = self.clock().now();
-        let tx = self.write_tx().await?;
-        let Some(r) = tx
-            .query_one_raw(Statement::from_sql_and_values(
-                self.backend(),
-                "SELECT org_id, event_type, subject, time, data FROM events WHERE id = $1",
-                vec![Value::from(event_id)],
-            ))
-            .await?
-        else {
-            return Ok(());
-        };
-        let org: OrgId = r
-            .try_get::<String>("", "org_id")?
-            .parse()
-            .map_err(|e| StoreError::Conflict(format!("stored event is unreadable: {e}")))?;
-        let data: serde_json::Value = serde_json::from_str(&r.try_get::<String>("", "data")?)
-            .unwrap_or(serde_json::Value::Null);
-        let subject: Option<String> = r.try_get("", "subject")?;
-        let event_type: String = r.try_get("", "event_type")?;
-        crate::webhooks::fan_out_in(
-            &tx,
-            now,
-            crate::webhooks::FanOut {
-                org: &org,
-                event_id,
-                event_type: &event_type,
-                time: from_micros(r.try_get("", "time")?),
-                subject: subject.as_deref(),
-                data: &data,
+    ) -> StoreResult<Option<Routed>> {
+        Ok(self
+            .route_events(&[RouteRequest {
+                event_id: event_id.to_owned(),
                 priority,
                 replay,
-            },
-        )
-        .await?;
-        tx.execute_raw(Statement::from_sql_and_values(
-            self.backend(),
-            "UPDATE events SET routed_at = $1 WHERE id = $2 AND routed_at IS NULL",
-            vec![to_micros(now).into(), Value::from(event_id)],
-        ))
-        .await?;
+            }])
+            .await?
+            .pop()
+            .flatten())
+    }
+
+    /// Routes events in one transaction (a group commit: one disk sync for all): fans each
+    /// out to its organisation's outbound endpoints and marks it routed (the first time
+    /// only). Reads the events once and each organisation's endpoints once for the batch.
+    /// One answer per request, in order: `None` for an event that no longer exists.
+    pub async fn route_events(&self, batch: &[RouteRequest]) -> StoreResult<Vec<Option<Routed>>> {
+        use std::collections::HashMap;
+        let now = self.clock().now();
+        let backend = self.backend();
+        let tx = self.write_tx().await?;
+        let ids: Vec<String> = batch
+            .iter()
+            .map(|r| r.event_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut events: HashMap<String, sea_orm::QueryResult> = HashMap::new();
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id, org_id, event_type, subject, time, data, couple_id FROM events WHERE id IN ({})",
+                crate::queue::placeholders(1, chunk.len())
+            );
+            let values: Vec<Value> = chunk.iter().map(|id| Value::from(id.clone())).collect();
+            for r in tx
+                .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?
+            {
+                events.insert(r.try_get("", "id")?, r);
+            }
+        }
+        let mut endpoints: HashMap<String, Vec<sea_orm::QueryResult>> = HashMap::new();
+        let mut out = Vec::with_capacity(batch.len());
+        for request in batch {
+            let Some(r) = events.get(&request.event_id) else {
+                out.push(None);
+                continue;
+            };
+            let org_text: String = r.try_get("", "org_id")?;
+            let org: OrgId = org_text
+                .parse()
+                .map_err(|e| StoreError::Conflict(format!("stored event is unreadable: {e}")))?;
+            if !endpoints.contains_key(&org_text) {
+                let found = crate::webhooks::endpoints_in(&tx, &org).await?;
+                endpoints.insert(org_text.clone(), found);
+            }
+            let data: serde_json::Value = serde_json::from_str(&r.try_get::<String>("", "data")?)
+                .unwrap_or(serde_json::Value::Null);
+            let subject: Option<String> = r.try_get("", "subject")?;
+            let event_type: String = r.try_get("", "event_type")?;
+            crate::webhooks::fan_out_to(
+                &tx,
+                now,
+                crate::webhooks::FanOut {
+                    org: &org,
+                    event_id: &request.event_id,
+                    event_type: &event_type,
+                    time: from_micros(r.try_get("", "time")?),
+                    subject: subject.as_deref(),
+                    data: &data,
+                    priority: request.priority,
+                    replay: request.replay,
+                },
+                endpoints.get(&org_text).map_or(&[][..], Vec::as_slice),
+            )
+            .await?;
+            out.push(Some(Routed {
+                event_type,
+                couple_id: r.try_get("", "couple_id")?,
+            }));
+        }
+        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE events SET routed_at = $1 WHERE routed_at IS NULL AND id IN ({})",
+                crate::queue::placeholders(2, chunk.len())
+            );
+            let mut values: Vec<Value> = vec![to_micros(now).into()];
+            values.extend(chunk.iter().map(|id| Value::from(id.clone())));
+            tx.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?;
+        }
         tx.commit().await?;
         self.wake_workers();
-        Ok(())
+        Ok(out)
     }
 
     /// Records that an event was routed (the first time only).
@@ -537,11 +464,51 @@ impl Store {
 }
 
 /// The handler for [`ROUTE_KIND`]: fans the event out to outbound webhooks and records it as
-/// routed ([`Store::route_event`]). Journeys attach here as they are built.
+/// routed ([`Store::route_events`]), then applies what the event means here: an alert
+/// action, a provider's delivery report, the journeys it starts or resumes.
+///
+/// Concurrent jobs share routing transactions (group commit). Should a shared transaction
+/// fail, each of its events is routed again alone, so one unroutable event fails only its
+/// own job.
 pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
+    let committers = if store.backend() == crate::Backend::Postgres {
+        4
+    } else {
+        1
+    };
+    let routing = store.clone();
+    let router = crate::group_commit::GroupCommit::spawn(
+        committers,
+        256,
+        "event_routes",
+        move |batch: Vec<RouteRequest>| {
+            let store = routing.clone();
+            async move {
+                match store.route_events(&batch).await {
+                    Ok(routed) => Ok(routed.into_iter().map(Ok).collect()),
+                    Err(error) if batch.len() == 1 => Ok(vec![Err(error.to_string())]),
+                    Err(_) => {
+                        let mut each = Vec::with_capacity(batch.len());
+                        for request in batch {
+                            each.push(
+                                store
+                                    .route_events(std::slice::from_ref(&request))
+                                    .await
+                                    .map(|mut r| r.pop().flatten())
+                                    .map_err(|e| e.to_string()),
+                            );
+                        }
+                        Ok(each)
+                    }
+                }
+            }
+        },
+    );
     move |job: crate::queue::Job| {
         let store = store.clone();
+        let router = router.clone();
         async move {
+            let transient = |e: String| crate::worker::JobError::transient(e);
             let Some(event_id) = job
                 .payload
                 .get("event_id")
@@ -557,27 +524,319 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
                 .get("replay")
                 .and_then(serde_json::Value::as_bool)
                 == Some(true);
-            store
-                .route_event(&event_id, job.priority, replay)
+            let routed = router
+                .submit(RouteRequest {
+                    event_id: event_id.clone(),
+                    priority: job.priority,
+                    replay,
+                })
                 .await
-                .map_err(|e| crate::worker::JobError::transient(e.to_string()))?;
+                .map_err(transient)?
+                .map_err(transient)?;
+            let Some(routed) = routed else {
+                return Ok(()); // the event is gone
+            };
             // An Acknowledge or Resolve button pressed on one of our alert messages (Slack
             // interactivity) acts on the alert; repeating it changes nothing.
-            store
-                .apply_alert_action(&event_id)
-                .await
-                .map_err(|e| crate::worker::JobError::transient(e.to_string()))?;
-            // A provider's delivery report (Resend through Svix) updates its notification.
-            store
-                .apply_provider_status(&event_id)
-                .await
-                .map_err(|e| crate::worker::JobError::transient(e.to_string()))?;
-            // Journeys this event triggers for its couple start (once per event).
-            store
-                .start_journeys_for_inbound(&event_id)
-                .await
-                .map(|_| ())
-                .map_err(|e| crate::worker::JobError::transient(e.to_string()))
+            if crate::notify::ALERT_ACTION_TYPES.contains(&routed.event_type.as_str()) {
+                store
+                    .apply_alert_action(&event_id)
+                    .await
+                    .map_err(|e| transient(e.to_string()))?;
+            }
+            // A provider's delivery report (Twilio, or Resend through Svix) updates its
+            // notification.
+            if crate::notify::PROVIDER_STATUS_TYPES.contains(&routed.event_type.as_str()) {
+                store
+                    .apply_provider_status(&event_id)
+                    .await
+                    .map_err(|e| transient(e.to_string()))?;
+            }
+            // Journeys this event triggers or resumes for its couple (once per event).
+            if routed.couple_id.is_some() {
+                store
+                    .start_journeys_for_inbound(&event_id)
+                    .await
+                    .map_err(|e| transient(e.to_string()))?;
+            }
+            Ok(())
         }
     }
+}
+
+/// Rows per multi-row statement: well under SQLite's 32 766 bound variables and
+/// PostgreSQL's 65 535 at a dozen columns a row.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// A request of a batch, about to be written.
+struct Pending {
+    request: IncomingRequest,
+    events: Vec<NewEvent>,
+    request_id: String,
+    /// Index of the earlier request in the batch with the same source and key, if any.
+    same_as: Option<usize>,
+}
+
+async fn ingest_in(
+    tx: &sea_orm::DatabaseTransaction,
+    now: DateTime<Utc>,
+    batch: Vec<(IncomingRequest, Vec<NewEvent>)>,
+) -> StoreResult<Vec<Ingested>> {
+    use std::collections::{HashMap, HashSet};
+    let backend = tx.get_database_backend();
+    let mut first_with_key: HashMap<(String, String), usize> = HashMap::new();
+    let pending: Vec<Pending> = batch
+        .into_iter()
+        .enumerate()
+        .map(|(i, (request, events))| {
+            let key = (request.source_id.to_string(), request.dedupe_key.clone());
+            let same_as = match first_with_key.get(&key) {
+                Some(&first) => Some(first),
+                None => {
+                    first_with_key.insert(key, i);
+                    None
+                }
+            };
+            Pending {
+                request,
+                events,
+                request_id: RequestId::new_at(now).to_string(),
+                same_as,
+            }
+        })
+        .collect();
+
+    // The requests: those whose (source, key) already exists are not inserted.
+    let firsts: Vec<&Pending> = pending.iter().filter(|p| p.same_as.is_none()).collect();
+    let mut inserted: HashSet<String> = HashSet::new();
+    for chunk in firsts.chunks(ROWS_PER_STATEMENT) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8 + 1);
+        values.push(to_micros(now).into());
+        for p in chunk {
+            let n = values.len() + 1;
+            rows.push(format!(
+                "(${n}, ${}, ${}, ${}, $1, ${}, ${}, ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4,
+                n + 5,
+                n + 6,
+                n + 7
+            ));
+            let (body, encoding) = match std::str::from_utf8(&p.request.body) {
+                Ok(text) => (text.to_owned(), "utf8"),
+                Err(_) => (
+                    base64::engine::general_purpose::STANDARD.encode(&p.request.body),
+                    "base64",
+                ),
+            };
+            values.extend([
+                Value::from(p.request_id.clone()),
+                p.request.org_id.to_string().into(),
+                p.request.source_id.to_string().into(),
+                p.request.dedupe_key.clone().into(),
+                serde_json::to_string(&p.request.headers)
+                    .unwrap_or_default()
+                    .into(),
+                p.request.content_type.clone().into(),
+                body.into(),
+                encoding.into(),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO inbound_requests (id, org_id, source_id, dedupe_key, received_at, headers, content_type, body, body_encoding) \
+             VALUES {} ON CONFLICT (source_id, dedupe_key) DO NOTHING RETURNING id",
+            rows.join(", ")
+        );
+        for r in tx
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+        {
+            inserted.insert(r.try_get::<String>("", "id")?);
+        }
+    }
+
+    // The stored request each duplicate refers to.
+    let seen: Vec<&Pending> = firsts
+        .iter()
+        .copied()
+        .filter(|p| !inserted.contains(&p.request_id))
+        .collect();
+    let mut existing: HashMap<(String, String), String> = HashMap::new();
+    for chunk in seen.chunks(ROWS_PER_STATEMENT) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+        let mut alternatives = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            let n = values.len() + 1;
+            alternatives.push(format!("(source_id = ${n} AND dedupe_key = ${})", n + 1));
+            values.push(p.request.source_id.to_string().into());
+            values.push(p.request.dedupe_key.clone().into());
+        }
+        let sql = format!(
+            "SELECT id, source_id, dedupe_key FROM inbound_requests WHERE {}",
+            alternatives.join(" OR ")
+        );
+        for r in tx
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+        {
+            existing.insert(
+                (r.try_get("", "source_id")?, r.try_get("", "dedupe_key")?),
+                r.try_get("", "id")?,
+            );
+        }
+    }
+
+    // The couples and bookings the new events name, read once for the batch; a reference
+    // to another organisation's couple or booking is dropped.
+    let new_events = || {
+        pending
+            .iter()
+            .filter(|p| inserted.contains(&p.request_id))
+            .flat_map(|p| p.events.iter().map(move |e| (p, e)))
+    };
+    let couple_ids: Vec<String> = new_events()
+        .filter_map(|(_, e)| e.couple_ref.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let booking_ids: Vec<String> = new_events()
+        .filter_map(|(_, e)| e.booking_ref.clone())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    // couple id → (organisation, wedding today?)
+    let mut couples: HashMap<String, (String, bool)> = HashMap::new();
+    for chunk in couple_ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id, org_id, wedding_date, time_zone FROM couples WHERE id IN ({})",
+            crate::queue::placeholders(1, chunk.len())
+        );
+        let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
+        for r in tx
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+        {
+            let today = wedsync_core::org::TimeZone::parse(&r.try_get::<String>("", "time_zone")?)
+                .ok()
+                .is_some_and(|zone| {
+                    let date = now.with_timezone(&zone.tz()).date_naive();
+                    r.try_get::<chrono::NaiveDate>("", "wedding_date")
+                        .is_ok_and(|d| d == date)
+                });
+            couples.insert(r.try_get("", "id")?, (r.try_get("", "org_id")?, today));
+        }
+    }
+    let mut bookings: HashMap<String, String> = HashMap::new();
+    for chunk in booking_ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id, org_id FROM bookings WHERE id IN ({})",
+            crate::queue::placeholders(1, chunk.len())
+        );
+        let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
+        for r in tx
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+        {
+            bookings.insert(r.try_get("", "id")?, r.try_get("", "org_id")?);
+        }
+    }
+
+    // The events and their routing jobs.
+    let mut event_ids: HashMap<String, Vec<String>> = HashMap::new();
+    let mut jobs = Vec::new();
+    let mut rows = Vec::new();
+    for (p, event) in new_events() {
+        let org = p.request.org_id.to_string();
+        let couple = event.couple_ref.as_ref().and_then(|c| {
+            couples
+                .get(c)
+                .filter(|(o, _)| *o == org)
+                .map(|(_, today)| (c, *today))
+        });
+        let booking = event
+            .booking_ref
+            .as_ref()
+            .filter(|b| bookings.get(*b).is_some_and(|o| *o == org));
+        let id = EventId::new_at(now).to_string();
+        rows.push(vec![
+            Value::from(id.clone()),
+            org.into(),
+            p.request.source_id.to_string().into(),
+            p.request_id.clone().into(),
+            event.event_type.clone().into(),
+            event.subject.clone().into(),
+            to_micros(event.time).into(),
+            event.data.to_string().into(),
+            couple.map(|(c, _)| c.clone()).into(),
+            booking.cloned().into(),
+        ]);
+        let mut job = NewJob::new(ROUTE_KIND, serde_json::json!({ "event_id": id }));
+        job.org_id = Some(p.request.org_id);
+        job.dedupe_key = Some(format!("route:{id}"));
+        job.priority = if couple.is_some_and(|(_, today)| today) {
+            wedsync_core::calendar::PRIORITY_WEDDING_TODAY
+        } else {
+            wedsync_core::calendar::PRIORITY_NORMAL
+        };
+        job.max_attempts = 25;
+        jobs.push(job);
+        event_ids.entry(p.request_id.clone()).or_default().push(id);
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 10 + 1);
+        values.push(to_micros(now).into());
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for row in chunk {
+            let n = values.len() + 1;
+            tuples.push(format!(
+                "({}, $1, NULL)",
+                crate::queue::placeholders(n, row.len())
+            ));
+            values.extend(row.iter().cloned());
+        }
+        let sql = format!(
+            "INSERT INTO events (id, org_id, source_id, request_id, event_type, subject, time, data, couple_id, booking_id, created_at, routed_at) \
+             VALUES {}",
+            tuples.join(", ")
+        );
+        tx.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    // One wake-up for the whole batch (enqueue_many_in sends it) rather than one per job.
+    crate::queue::enqueue_many_in(tx, now, &jobs).await?;
+
+    let stored = |p: &Pending| -> StoreResult<Ingested> {
+        if inserted.contains(&p.request_id) {
+            return Ok(Ingested::Accepted {
+                request_id: p.request_id.clone(),
+                event_ids: event_ids.get(&p.request_id).cloned().unwrap_or_default(),
+            });
+        }
+        let key = (
+            p.request.source_id.to_string(),
+            p.request.dedupe_key.clone(),
+        );
+        let request_id = existing
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| StoreError::Conflict("duplicate request vanished".into()))?;
+        Ok(Ingested::Duplicate { request_id })
+    };
+    pending
+        .iter()
+        .map(|p| match p.same_as {
+            None => stored(p),
+            // A repeat within the batch: the duplicate of whatever its first became.
+            Some(first) => Ok(Ingested::Duplicate {
+                request_id: match stored(&pending[first])? {
+                    Ingested::Accepted { request_id, .. } | Ingested::Duplicate { request_id } => {
+                        request_id
+                    }
+                },
+            }),
+        })
+        .collect()
 }

@@ -38,6 +38,19 @@ pub const BULK_CHUNK: usize = 50;
 /// The most recipients one bulk request may name.
 pub const BULK_MAX: usize = 1000;
 
+/// Inbound event types that act on one of our alerts ([`Store::apply_alert_action`]):
+/// acknowledge, then resolve.
+pub const ALERT_ACTION_TYPES: [&str; 2] = ["incident.acknowledged", "incident.resolved"];
+
+/// Twilio's status callbacks as the inbound gateway keeps them.
+const TWILIO_STATUS_TYPE: &str = "twilio.raw";
+
+/// Inbound event types that may be a provider's delivery report
+/// ([`Store::apply_provider_status`]): Twilio's callbacks, and Resend's webhooks, which come
+/// through Svix (or a Standard Webhooks source).
+pub const PROVIDER_STATUS_TYPES: [&str; 3] =
+    [TWILIO_STATUS_TYPE, "svix.raw", "standard_webhooks.raw"];
+
 fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(backend, sql, values)
 }
@@ -2470,7 +2483,7 @@ impl Store {
         let data: serde_json::Value =
             serde_json::from_str(&row.try_get::<String>("", "data")?).unwrap_or_default();
         let org: OrgId = parse_id(&row.try_get::<String>("", "org_id")?)?;
-        if event_type == "twilio.raw" {
+        if event_type == TWILIO_STATUS_TYPE {
             let text = |k: &str| data.get(k).and_then(serde_json::Value::as_str);
             let (Some(sid), Some(status)) = (text("MessageSid"), text("MessageStatus")) else {
                 return Ok(false);
@@ -2488,7 +2501,7 @@ impl Store {
                 .notify_track(None, Some((&org, sid)), event, Some(&detail))
                 .await;
         }
-        if event_type != "svix.raw" && event_type != "standard_webhooks.raw" {
+        if !PROVIDER_STATUS_TYPES.contains(&event_type.as_str()) {
             return Ok(false);
         }
         let (Some(kind), Some(email_id)) = (
@@ -2527,8 +2540,8 @@ impl Store {
         let Some(row) = row else { return Ok(false) };
         let event_type: String = row.try_get("", "event_type")?;
         let resolve = match event_type.as_str() {
-            "incident.acknowledged" => false,
-            "incident.resolved" => true,
+            t if t == ALERT_ACTION_TYPES[0] => false,
+            t if t == ALERT_ACTION_TYPES[1] => true,
             _ => return Ok(false),
         };
         let Some(subject) = row.try_get::<Option<String>>("", "subject")? else {

@@ -693,14 +693,33 @@ pub(crate) async fn fan_out_in(
     now: DateTime<Utc>,
     event: FanOut<'_>,
 ) -> StoreResult<Option<MessageId>> {
-    let backend = tx.get_database_backend();
-    let rows = tx
+    let rows = endpoints_in(tx, event.org).await?;
+    fan_out_to(tx, now, event, &rows).await
+}
+
+/// An organisation's endpoints as [`fan_out_to`] reads them.
+pub(crate) async fn endpoints_in(
+    tx: &DatabaseTransaction,
+    org: &OrgId,
+) -> StoreResult<Vec<sea_orm::QueryResult>> {
+    Ok(tx
         .query_all_raw(stmt(
-            backend,
+            tx.get_database_backend(),
             "SELECT id, event_types, filter, enabled FROM endpoints WHERE org_id = $1 ORDER BY id",
-            vec![event.org.to_string().into()],
+            vec![org.to_string().into()],
         ))
-        .await?;
+        .await?)
+}
+
+/// [`fan_out_in`] with the organisation's endpoints already read ([`endpoints_in`]), for
+/// routing many events of one organisation in one transaction.
+pub(crate) async fn fan_out_to(
+    tx: &DatabaseTransaction,
+    now: DateTime<Utc>,
+    event: FanOut<'_>,
+    rows: &[sea_orm::QueryResult],
+) -> StoreResult<Option<MessageId>> {
+    let backend = tx.get_database_backend();
     if rows.is_empty() {
         return Ok(None);
     }
@@ -714,7 +733,7 @@ pub(crate) async fn fan_out_in(
         event.data,
     );
     let mut matched = Vec::new();
-    for r in &rows {
+    for r in rows {
         let patterns: Vec<EventPattern> =
             serde_json::from_str(&r.try_get::<String>("", "event_types")?).map_err(corrupt)?;
         if !subscribed(&patterns, event.event_type) {

@@ -149,11 +149,11 @@ fn request(
     }
 }
 
-#[tokio::test]
-async fn ingest_stores_once_links_the_couple_and_routes_todays_wedding_first() {
-    let c = ctx().await;
-    let org = org(&c.store, "Lens & Lace").await;
-    let other = crate::support::org(&c.store, "Petal & Stem").await;
+/// A Stripe source of `org`'s, signing with `whsec_test`.
+async fn stripe_source(
+    store: &wedsync_store::Store,
+    org: &wedsync_core::id::OrgId,
+) -> wedsync_store::sources::Source {
     let new = NewSource::parse(
         "Stripe",
         Provider::Stripe,
@@ -161,11 +161,19 @@ async fn ingest_stores_once_links_the_couple_and_routes_todays_wedding_first() {
         Some("whsec_test".into()),
     )
     .expect("valid");
-    let (source, _) = c
-        .store
-        .create_source(&org.id, new, &operator())
+    store
+        .create_source(org, new, &operator())
         .await
-        .expect("source");
+        .expect("source")
+        .0
+}
+
+#[tokio::test]
+async fn ingest_stores_once_links_the_couple_and_routes_todays_wedding_first() {
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let other = crate::support::org(&c.store, "Petal & Stem").await;
+    let source = stripe_source(&c.store, &org.id).await;
     let today = c
         .store
         .create_couple(&org.id, couple_fields("2026-05-01"), &operator())
@@ -313,18 +321,7 @@ async fn ingest_stores_once_links_the_couple_and_routes_todays_wedding_first() {
 async fn a_group_commit_stores_all_or_nothing_and_spots_duplicates_within_it() {
     let c = ctx().await;
     let org = org(&c.store, "Lens & Lace").await;
-    let new = NewSource::parse(
-        "Stripe",
-        Provider::Stripe,
-        config(),
-        Some("whsec_test".into()),
-    )
-    .expect("valid");
-    let (source, _) = c
-        .store
-        .create_source(&org.id, new, &operator())
-        .await
-        .expect("source");
+    let source = stripe_source(&c.store, &org.id).await;
     let ev = || NewEvent {
         event_type: "payment.completed".into(),
         subject: None,
@@ -385,18 +382,7 @@ async fn a_group_commit_stores_all_or_nothing_and_spots_duplicates_within_it() {
 async fn the_dedupe_window_ends_with_retention_but_unrouted_events_are_never_pruned() {
     let c = ctx().await;
     let org = org(&c.store, "Lens & Lace").await;
-    let new = NewSource::parse(
-        "Stripe",
-        Provider::Stripe,
-        config(),
-        Some("whsec_test".into()),
-    )
-    .expect("valid");
-    let (source, _) = c
-        .store
-        .create_source(&org.id, new, &operator())
-        .await
-        .expect("source");
+    let source = stripe_source(&c.store, &org.id).await;
     let event = || NewEvent {
         event_type: "payment.completed".into(),
         subject: Some("pi_1".into()),
@@ -465,4 +451,146 @@ async fn the_dedupe_window_ends_with_retention_but_unrouted_events_are_never_pru
             .await
             .expect("ingest"),
     );
+}
+
+#[tokio::test]
+async fn a_large_batch_is_stored_set_wise_with_every_outcome_in_order() {
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let other = crate::support::org(&c.store, "Petal & Stem").await;
+    let source = stripe_source(&c.store, &org.id).await;
+    let booking = |org: wedsync_core::id::OrgId| {
+        let store = c.store.clone();
+        async move {
+            let couple = store
+                .create_couple(&org, couple_fields("2027-06-12"), &operator())
+                .await
+                .expect("couple");
+            let input: wedsync_core::booking::BookingInput =
+                serde_json::from_value(serde_json::json!({
+                    "couple_id": couple.id.to_string(),
+                    "service": "Photography",
+                    "starts_at": "2027-06-12T10:00:00Z",
+                    "ends_at": "2027-06-12T18:00:00Z",
+                    "value": {"amount_minor": 100, "currency": "GBP"}
+                }))
+                .expect("shape");
+            store
+                .create_booking(
+                    &org,
+                    &couple.id,
+                    input.validate().expect("valid"),
+                    &operator(),
+                )
+                .await
+                .expect("booking")
+                .id
+                .to_string()
+        }
+    };
+    let ours = booking(org.id).await;
+    let theirs = booking(other.id).await;
+    let ev = |booking: Option<&String>| NewEvent {
+        event_type: "booking.updated".into(),
+        subject: None,
+        time: c.clock_now(),
+        data: serde_json::json!({}),
+        couple_ref: None,
+        booking_ref: booking.cloned(),
+    };
+    let Ingested::Accepted {
+        request_id: old, ..
+    } = c
+        .store
+        .ingest(request(&source, org.id, "stripe:old"), vec![ev(None)])
+        .await
+        .expect("ingest")
+    else {
+        panic!("accepted")
+    };
+
+    // More requests than one multi-row statement takes, with a stored key twice, a repeat
+    // within the batch, and events naming our booking, another organisation's, or none.
+    let mut batch: Vec<(IncomingRequest, Vec<NewEvent>)> = (0..620)
+        .map(|i| {
+            let events = match i % 3 {
+                0 => vec![ev(Some(&ours))],
+                1 => vec![ev(Some(&theirs)), ev(None)],
+                _ => vec![],
+            };
+            (request(&source, org.id, &format!("stripe:{i}")), events)
+        })
+        .collect();
+    batch.insert(7, (request(&source, org.id, "stripe:old"), vec![ev(None)]));
+    batch.push((request(&source, org.id, "stripe:old"), vec![ev(None)]));
+    batch.push((request(&source, org.id, "stripe:3"), vec![ev(None)]));
+    let out = c.store.ingest_many(batch).await.expect("batch");
+    assert_eq!(out.len(), 623);
+    let accepted: Vec<&Ingested> = out
+        .iter()
+        .filter(|o| matches!(o, Ingested::Accepted { .. }))
+        .collect();
+    assert_eq!(accepted.len(), 620);
+    assert_eq!(
+        out[7],
+        Ingested::Duplicate {
+            request_id: old.clone()
+        }
+    );
+    assert_eq!(out[621], Ingested::Duplicate { request_id: old });
+    let Ingested::Accepted {
+        request_id: third,
+        event_ids,
+    } = &out[3]
+    else {
+        panic!("stripe:3 is accepted where it first appears")
+    };
+    assert_eq!(
+        out[622],
+        Ingested::Duplicate {
+            request_id: third.clone()
+        }
+    );
+    assert_eq!(event_ids.len(), 1);
+    // Each request's events, in order, with only our own booking linked.
+    let Ingested::Accepted {
+        event_ids: first, ..
+    } = &out[0]
+    else {
+        panic!("accepted")
+    };
+    let Ingested::Accepted {
+        event_ids: second, ..
+    } = &out[1]
+    else {
+        panic!("accepted")
+    };
+    assert_eq!(second.len(), 2);
+    let linked = |id: &String| {
+        let store = c.store.clone();
+        let (org, id) = (org.id, id.clone());
+        async move { store.get_event(&org, &id).await.expect("event").0.bookingid }
+    };
+    assert_eq!(linked(&first[0]).await, Some(ours));
+    assert_eq!(
+        linked(&second[0]).await,
+        None,
+        "another organisation's booking"
+    );
+    let total: usize = out
+        .iter()
+        .map(|o| match o {
+            Ingested::Accepted { event_ids, .. } => event_ids.len(),
+            Ingested::Duplicate { .. } => 0,
+        })
+        .sum();
+    assert_eq!(total, 207 + 2 * 207);
+    // One routing job per event.
+    let routes = wedsync_store::testing::query_i64(
+        &c.store,
+        "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'event.route'",
+    )
+    .await
+    .expect("count");
+    assert_eq!(routes, i64::try_from(total + 1).expect("small"));
 }
