@@ -27,6 +27,10 @@ use wedsync_store::{Actor, Store, StoreOptions};
 
 mod common;
 
+/// The product binary's allocator, so figures are the hub's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CLIENTS: usize = 64;
 const OPEN_RATE: u64 = 2_000;
 const OPEN_SECONDS: u64 = 5;

@@ -31,6 +31,10 @@ use wedsync_store::queue::NewJob;
 use wedsync_store::worker::{PoolConfig, WorkerPool};
 use wedsync_store::{Actor, Backend, Store, StoreOptions};
 
+/// The product binary's allocator, so figures are the hub's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PHASE_LIMIT: Duration = Duration::from_secs(600);
 const PROBES: usize = 500;
 const PROBE_WAIT_SECONDS: u64 = 5;

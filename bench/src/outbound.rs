@@ -25,6 +25,10 @@ use wedsync_delivery::ssrf::{ClientOptions, SsrfPolicy};
 use wedsync_store::webhooks::{DELIVER_KIND, DeliveryWork, EndpointInput, MessageInput};
 use wedsync_store::{Actor, Store, StoreOptions};
 
+/// The product binary's allocator, so figures are the hub's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CLIENTS: usize = 64;
 /// Delivery jobs in flight in the hub: most wait for their attempt's group commit, while at
 /// most `CLIENTS` requests are in flight to the endpoint (its concurrency limit).

@@ -27,6 +27,10 @@ use wedsync_store::queue::{JobState, NewJob};
 use wedsync_store::worker::{PoolConfig, WorkerPool};
 use wedsync_store::{Store, StoreOptions};
 
+/// The product binary's allocator, so figures are the hub's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const BATCH: usize = 500;
 const PHASE_LIMIT: Duration = Duration::from_secs(300);
 

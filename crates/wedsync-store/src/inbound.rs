@@ -374,6 +374,8 @@ impl Store {
         use std::collections::HashMap;
         let now = self.clock().now();
         let backend = self.backend();
+        // Durable, not relaxed: once routed, a message may be sent at once, and a routing
+        // redone after a power cut would send the event again under a new message id.
         let tx = self.write_tx().await?;
         let ids: Vec<String> = batch
             .iter()

@@ -299,7 +299,7 @@ impl Store {
     #[allow(clippy::too_many_arguments)]
     async fn add_version(
         &self,
-        tx: sea_orm::DatabaseTransaction,
+        tx: crate::WriteTx,
         org: &OrgId,
         journey: Journey,
         document: &serde_json::Value,

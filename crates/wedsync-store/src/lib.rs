@@ -134,6 +134,10 @@ pub enum SchemaStatus {
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// SQLite only: one write transaction at a time in this process ([`Store::write_tx`]).
+    write_gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// SQLite only: connections that commit without syncing the WAL.
+    relaxed: Option<DatabaseConnection>,
     clock: SharedClock,
     /// Wakes this process's idle workers after an enqueue commits (PostgreSQL nodes are also
     /// woken by `NOTIFY`; SQLite has only this).
@@ -183,12 +187,46 @@ impl Store {
             ));
         }
         let db = Database::connect(opts).await?;
+        // SQLite: a second, small pool whose commits append to the WAL without syncing it
+        // (`synchronous = NORMAL`), for writes whose loss at a power cut only means work
+        // runs again (job claims and outcomes, see `queue::relaxed_query`). A later commit on the
+        // main pool syncs the WAL, and with it every relaxed commit before it, so nothing
+        // durable ever depends on a relaxed write that was lost. A process crash loses
+        // neither kind.
+        let relaxed = if db.get_database_backend() == DbBackend::Sqlite {
+            let busy = options.busy_timeout;
+            let mut relaxed = ConnectOptions::new(url);
+            relaxed
+                .max_connections(2)
+                .acquire_timeout(options.acquire_timeout)
+                .sqlx_logging(false)
+                .map_sqlx_sqlite_opts(move |o| {
+                    o.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Normal)
+                        .foreign_keys(true)
+                        .busy_timeout(busy)
+                });
+            Some(Database::connect(relaxed).await?)
+        } else {
+            None
+        };
         Ok(Self {
+            write_gate: relaxed
+                .is_some()
+                .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
             db,
+            relaxed,
             clock,
             wake: Default::default(),
             master_key: None,
         })
+    }
+
+    /// SQLite: the pool whose commits do not sync the WAL, for single statements that
+    /// commit by themselves and whose loss at a power cut only means work runs again.
+    /// `None` on PostgreSQL, where `synchronous_commit = off` does this per transaction.
+    pub(crate) fn relaxed_connection(&self) -> Option<&DatabaseConnection> {
+        self.relaxed.as_ref()
     }
 
     /// The underlying connection, for crates that add their own tables later.
@@ -302,12 +340,33 @@ impl Store {
     /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`, taking the write lock
     /// up front: a deferred transaction that reads and then writes can fail with
     /// `SQLITE_BUSY` when another writer got there first, and the busy timeout cannot help.
-    pub(crate) async fn write_tx(&self) -> StoreResult<DatabaseTransaction> {
+    pub(crate) async fn write_tx(&self) -> StoreResult<WriteTx> {
+        // SQLite has one writer: wait for this process's gate (in turn, without a connection
+        // held) rather than in SQLite's busy handler, which sleeps up to 100 ms at a time.
+        let gate = self.write_turn().await?;
         let options = TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..Default::default()
         };
-        Ok(self.db.begin_with_options(options).await?)
+        Ok(WriteTx {
+            tx: self.db.begin_with_options(options).await?,
+            _gate: gate,
+        })
+    }
+
+    /// SQLite: waits for this process's write gate, for a write outside [`Store::write_tx`]
+    /// (a single statement that commits by itself). `None` on PostgreSQL.
+    pub(crate) async fn write_turn(
+        &self,
+    ) -> StoreResult<Option<tokio::sync::OwnedSemaphorePermit>> {
+        match &self.write_gate {
+            Some(gate) => {
+                Ok(Some(gate.clone().acquire_owned().await.map_err(|_| {
+                    StoreError::Config("the store is closed".into())
+                })?))
+            }
+            None => Ok(None),
+        }
     }
 
     /// This store, sealing stored secrets with `key`.
@@ -411,5 +470,59 @@ impl Store {
                 return Ok(total);
             }
         }
+    }
+}
+
+/// A write transaction from [`Store::write_tx`]. On SQLite it holds this process's write
+/// gate until it commits or is dropped (the transaction first, then the gate).
+pub(crate) struct WriteTx {
+    tx: DatabaseTransaction,
+    _gate: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl WriteTx {
+    /// Commits, then lets the next writer in.
+    pub(crate) async fn commit(self) -> Result<(), sea_orm::DbErr> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.tx
+    }
+}
+
+#[sea_orm_migration::async_trait::async_trait]
+impl ConnectionTrait for WriteTx {
+    fn get_database_backend(&self) -> DbBackend {
+        self.tx.get_database_backend()
+    }
+
+    async fn execute_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+        self.tx.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+        self.tx.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Option<sea_orm::QueryResult>, sea_orm::DbErr> {
+        self.tx.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(
+        &self,
+        stmt: sea_orm::Statement,
+    ) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+        self.tx.query_all_raw(stmt).await
     }
 }

@@ -192,38 +192,37 @@ fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
     Statement::from_sql_and_values(backend, sql, values)
 }
 
-/// On PostgreSQL, claims, heartbeats and outcomes commit without waiting for the WAL flush
-/// (`synchronous_commit = off`, for that transaction only). Losing one of them in a server
-/// crash only means the job runs again, which at-least-once delivery already allows; the
-/// enqueue, which must never be lost, stays fully synchronous. SQLite keeps its setting.
+/// Claims, heartbeats and outcomes commit without waiting for the log to reach the disk:
+/// on PostgreSQL with `synchronous_commit = off` for their transaction, on SQLite through
+/// the store's relaxed pool (`synchronous = NORMAL`). Losing one of them in a power cut or
+/// server crash only means the job runs again, which at-least-once delivery already
+/// allows; and since the log is written in order, any later durable commit makes them
+/// durable too. The enqueue, which must never be lost, stays fully synchronous.
 async fn relaxed_query(
     store: &Store,
     sql: &str,
     values: Vec<Value>,
 ) -> StoreResult<Vec<sea_orm::QueryResult>> {
-    let backend = store.backend();
-    if backend != DbBackend::Postgres {
-        return Ok(store
-            .connection()
-            .query_all_raw(stmt(backend, sql, values))
-            .await?);
+    if let Some(db) = store.relaxed_connection() {
+        // One statement commits by itself: no BEGIN and COMMIT round trips.
+        let _turn = store.write_turn().await?;
+        return Ok(db.query_all_raw(stmt(store.backend(), sql, values)).await?);
     }
     use sea_orm::TransactionTrait;
     let tx = store.connection().begin().await?;
     tx.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
         .await?;
-    let rows = tx.query_all_raw(stmt(backend, sql, values)).await?;
+    let rows = tx.query_all_raw(stmt(store.backend(), sql, values)).await?;
     tx.commit().await?;
     Ok(rows)
 }
 
 /// [`relaxed_query`] for statements without results; returns the rows affected.
 async fn relaxed_exec(store: &Store, sql: &str, values: Vec<Value>) -> StoreResult<u64> {
-    let backend = store.backend();
-    if backend != DbBackend::Postgres {
-        return Ok(store
-            .connection()
-            .execute_raw(stmt(backend, sql, values))
+    if let Some(db) = store.relaxed_connection() {
+        let _turn = store.write_turn().await?;
+        return Ok(db
+            .execute_raw(stmt(store.backend(), sql, values))
             .await?
             .rows_affected());
     }
@@ -232,7 +231,7 @@ async fn relaxed_exec(store: &Store, sql: &str, values: Vec<Value>) -> StoreResu
     tx.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
         .await?;
     let affected = tx
-        .execute_raw(stmt(backend, sql, values))
+        .execute_raw(stmt(store.backend(), sql, values))
         .await?
         .rows_affected();
     tx.commit().await?;

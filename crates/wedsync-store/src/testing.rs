@@ -115,3 +115,28 @@ pub async fn drop_audit_guards(store: &Store) -> StoreResult<()> {
     }
     Ok(())
 }
+
+/// SQLite: `PRAGMA synchronous` on the main pool and on the relaxed pool that job claims and
+/// outcomes use (2 is FULL, 1 is NORMAL). `None` on PostgreSQL.
+pub async fn sqlite_synchronous(store: &Store) -> StoreResult<Option<(i64, i64)>> {
+    let Some(relaxed) = store.relaxed_connection() else {
+        return Ok(None);
+    };
+    let read = |db: &sea_orm::DatabaseConnection| {
+        let db = db.clone();
+        async move {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Sqlite,
+                    "PRAGMA synchronous",
+                ))
+                .await?
+                .ok_or(crate::StoreError::NotFound)?;
+            Ok::<i64, crate::StoreError>(row.try_get_by_index::<i64>(0)?)
+        }
+    };
+    Ok(Some((
+        read(store.connection()).await?,
+        read(relaxed).await?,
+    )))
+}

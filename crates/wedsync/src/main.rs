@@ -364,6 +364,12 @@ enum ConfigCommand {
     Check(JsonFlag),
 }
 
+/// mimalloc rather than glibc malloc: the hub allocates per request and per statement on
+/// many threads (tokio workers, one thread per SQLite connection), where glibc's arenas
+/// cost ~15% of the inbound pipeline's CPU (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let listen = match &cli.command {

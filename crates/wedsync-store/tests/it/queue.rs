@@ -882,3 +882,25 @@ async fn tables_full_of_dead_rows_are_vacuumed_on_postgres() {
         assert!(done.is_empty());
     }
 }
+
+#[tokio::test]
+async fn only_claims_and_outcomes_skip_the_disk_sync_on_sqlite() {
+    let c = ctx().await;
+    match wedsync_store::testing::sqlite_synchronous(&c.store)
+        .await
+        .expect("pragma")
+    {
+        // Everything else (enqueues, webhooks stored, journeys) syncs on every commit.
+        Some((main, relaxed)) => assert_eq!((main, relaxed), (2, 1), "FULL and NORMAL"),
+        None => assert_eq!(c.store.backend(), wedsync_store::Backend::Postgres),
+    }
+    // Claims and outcomes through the relaxed connections see and change the same queue.
+    let id = c.store.enqueue(job(1)).await.expect("enqueue").id;
+    let claimed = c
+        .store
+        .claim("w", KIND, 10, TimeDelta::seconds(30))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(job_state(&c.store, &id).await.0, JobState::Running);
+}
