@@ -403,6 +403,15 @@ impl Store {
             )));
         }
         let before = to_view(current)?;
+        // Their journeys end with them: nothing more may be sent to a deleted couple.
+        crate::journeys::cancel_couple_instances_in(
+            &tx,
+            org,
+            &id.to_string(),
+            now,
+            &format!("cancelled: the couple was deleted by {actor}"),
+        )
+        .await?;
         couple::Entity::delete_by_id(id.to_string())
             .exec(&tx)
             .await?;

@@ -597,6 +597,50 @@ fn to_step(row: &QueryResult) -> StoreResult<StepRecord> {
     })
 }
 
+/// Cancels `couple`'s running, waiting and paused instances inside the caller's transaction
+/// (the couple is being deleted), each with a `cancelled` step saying why. Their pending step
+/// jobs find them moved on and do nothing. Returns how many were cancelled.
+pub(crate) async fn cancel_couple_instances_in<C: ConnectionTrait>(
+    db: &C,
+    org: &OrgId,
+    couple: &str,
+    now: DateTime<Utc>,
+    reason: &str,
+) -> StoreResult<usize> {
+    let rows = db
+        .query_all_raw(stmt(
+            db.get_database_backend(),
+            "UPDATE journey_instances SET status = 'cancelled', step_seq = step_seq + 1, reason = $1, \
+             updated_at = $2 WHERE org_id = $3 AND couple_id = $4 \
+             AND status IN ('running', 'waiting', 'paused') RETURNING id, step_seq, current_node",
+            vec![
+                reason.into(),
+                to_micros(now).into(),
+                org.to_string().into(),
+                couple.into(),
+            ],
+        ))
+        .await?;
+    let mut steps = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let id: String = r.try_get("", "id")?;
+        let record = StepRecord {
+            // The step it was at: the update moved the counter past it.
+            seq: r.try_get::<i32>("", "step_seq")? - 1,
+            node_id: r.try_get("", "current_node")?,
+            node_type: "-".into(),
+            at: now,
+            outcome: "cancelled".into(),
+            detail: reason.to_owned(),
+            output: None,
+        };
+        steps.push((id, record));
+    }
+    let refs: Vec<(&str, &StepRecord)> = steps.iter().map(|(i, r)| (i.as_str(), r)).collect();
+    record_steps(db, &refs).await?;
+    Ok(rows.len())
+}
+
 async fn record_step<C: ConnectionTrait>(
     db: &C,
     instance: &str,
@@ -1099,7 +1143,7 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         let inst = to_instance(&row)?;
-        if matches!(inst.status.as_str(), "running" | "waiting") {
+        if matches!(inst.status.as_str(), "running" | "waiting" | "paused") {
             tx.execute_raw(stmt(
                 self.backend(),
                 "UPDATE journey_instances SET status = 'cancelled', step_seq = step_seq + 1, reason = $1, \

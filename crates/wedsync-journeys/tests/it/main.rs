@@ -736,3 +736,56 @@ async fn a_batch_of_advances_moves_only_the_instances_still_at_their_step() {
     c.drain().await;
     assert_eq!(c.sent(Email).await.len(), 3, "one email per instance");
 }
+
+#[tokio::test]
+async fn deleting_a_couple_cancels_its_journeys_waiting_or_paused_and_nothing_more_is_sent() {
+    use wedsync_store::journeys::Operation;
+    let c = ctx("2027-03-01T10:00:00Z", "2027-09-18").await;
+    let journey = c.publish(countdown("run_now")).await;
+    let (waiting, _) = c.start(&journey, "manual:1").await;
+    let (paused, _) = c.start(&journey, "manual:2").await;
+    c.drain().await; // both sent their email and wait until 19 August
+    c.store
+        .operate_instance(
+            &c.org,
+            &paused.id.to_string(),
+            Operation::Pause,
+            &operator(),
+        )
+        .await
+        .expect("pause");
+    c.store
+        .delete_couple(&c.org, &c.couple, &operator())
+        .await
+        .expect("delete");
+    for inst in [&waiting, &paused] {
+        let (now, history) = c.instance(inst).await;
+        assert_eq!(now.status, "cancelled", "{now:?}");
+        assert!(
+            now.reason
+                .as_deref()
+                .is_some_and(|r| r.contains("the couple was deleted")),
+            "{now:?}"
+        );
+        let last = history.last().expect("history");
+        assert_eq!(last.outcome, "cancelled");
+        assert_eq!(last.node_id, "t-30");
+    }
+    // Their timers come due and do nothing.
+    c.clock.set(utc("2027-08-19T08:00:00Z"));
+    c.drain().await;
+    assert!(c.sent(Sms).await.is_empty());
+    assert_eq!(c.sent(Email).await.len(), 2, "only what was sent before");
+    // A cancelled instance cannot be resumed.
+    assert!(matches!(
+        c.store
+            .operate_instance(
+                &c.org,
+                &paused.id.to_string(),
+                Operation::Resume,
+                &operator()
+            )
+            .await,
+        Err(wedsync_store::StoreError::Conflict(_))
+    ));
+}
