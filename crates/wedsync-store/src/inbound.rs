@@ -391,7 +391,7 @@ impl Store {
             );
             let values: Vec<Value> = chunk.iter().map(|id| Value::from(id.clone())).collect();
             for r in tx
-                .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+                .query_all_raw(crate::sql::stmt(backend, &sql, values))
                 .await?
             {
                 events.insert(r.try_get("", "id")?, r);
@@ -444,7 +444,7 @@ impl Store {
             );
             let mut values: Vec<Value> = vec![to_micros(now).into()];
             values.extend(chunk.iter().map(|id| Value::from(id.clone())));
-            tx.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            tx.execute_raw(crate::sql::stmt(backend, &sql, values))
                 .await?;
         }
         tx.commit().await?;
@@ -653,7 +653,7 @@ async fn ingest_in(
             rows.join(", ")
         );
         for r in tx
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .query_all_raw(crate::sql::stmt(backend, &sql, values))
             .await?
         {
             inserted.insert(r.try_get::<String>("", "id")?);
@@ -681,7 +681,7 @@ async fn ingest_in(
             alternatives.join(" OR ")
         );
         for r in tx
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .query_all_raw(crate::sql::stmt(backend, &sql, values))
             .await?
         {
             existing.insert(
@@ -718,7 +718,7 @@ async fn ingest_in(
         );
         let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
         for r in tx
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .query_all_raw(crate::sql::stmt(backend, &sql, values))
             .await?
         {
             let today = wedsync_core::org::TimeZone::parse(&r.try_get::<String>("", "time_zone")?)
@@ -739,7 +739,7 @@ async fn ingest_in(
         );
         let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
         for r in tx
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .query_all_raw(crate::sql::stmt(backend, &sql, values))
             .await?
         {
             bookings.insert(r.try_get("", "id")?, r.try_get("", "org_id")?);
@@ -804,7 +804,7 @@ async fn ingest_in(
              VALUES {}",
             tuples.join(", ")
         );
-        tx.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        tx.execute_raw(crate::sql::stmt(backend, &sql, values))
             .await?;
     }
     // One wake-up for the whole batch (enqueue_many_in sends it) rather than one per job.

@@ -6,7 +6,7 @@
 //! they reach the store; the store keeps them as JSON.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, QueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, QueryResult, Value};
 use serde::Serialize;
 use wedsync_core::clock::{from_micros, to_micros};
 use wedsync_core::id::{JourneyId, OrgId};
@@ -16,9 +16,7 @@ use crate::audit::{self, Change};
 use crate::page::{Page, PageRequest, paginate};
 use crate::{Actor, Store, StoreError, StoreResult};
 
-fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(backend, sql, values)
-}
+use crate::sql::stmt;
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Conflict(format!("stored journey data is unreadable: {e}"))

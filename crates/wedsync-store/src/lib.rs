@@ -45,6 +45,7 @@ pub mod queue;
 pub mod rate_limits;
 pub mod secrets;
 pub mod sources;
+mod sql;
 pub mod webhooks;
 pub mod worker;
 
@@ -84,6 +85,11 @@ impl std::fmt::Display for Actor {
         }
     }
 }
+
+/// Prepared statements kept per connection. Group commits write a batch with one multi-row
+/// statement whose text depends on the batch's size, so a busy node cycles through a few
+/// hundred texts; sqlx's default of 100 would evict and re-prepare them all the time.
+const STATEMENT_CACHE: usize = 1024;
 
 /// Connection settings.
 #[derive(Debug, Clone)]
@@ -176,6 +182,7 @@ impl Store {
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
                     .busy_timeout(busy)
+                    .statement_cache_capacity(STATEMENT_CACHE)
             });
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             if let Some(schema) = &options.pg_schema {
@@ -205,6 +212,7 @@ impl Store {
                         .synchronous(SqliteSynchronous::Normal)
                         .foreign_keys(true)
                         .busy_timeout(busy)
+                        .statement_cache_capacity(STATEMENT_CACHE)
                 });
             Some(Database::connect(relaxed).await?)
         } else {

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Value};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wedsync_core::clock::{from_micros, to_micros};
@@ -51,9 +51,7 @@ const TWILIO_STATUS_TYPE: &str = "twilio.raw";
 pub const PROVIDER_STATUS_TYPES: [&str; 3] =
     [TWILIO_STATUS_TYPE, "svix.raw", "standard_webhooks.raw"];
 
-fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(backend, sql, values)
-}
+use crate::sql::stmt;
 
 fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Conflict(format!("stored notification data is unreadable: {e}"))

@@ -16,7 +16,7 @@
 //! claims and wake-ups are in-process.
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, Value};
 use serde::Serialize;
 use wedsync_core::clock::{from_micros, to_micros};
 use wedsync_core::id::{JobId, OrgId};
@@ -188,9 +188,7 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(backend, sql, values)
-}
+use crate::sql::stmt;
 
 /// Claims, heartbeats and outcomes commit without waiting for the log to reach the disk:
 /// on PostgreSQL with `synchronous_commit = off` for their transaction, on SQLite through

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, Statement, Value};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, Value};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use wedsync_core::clock::{from_micros, to_micros};
@@ -47,9 +47,7 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Conflict(format!("stored endpoint data is unreadable: {e}"))
 }
 
-fn stmt(store_backend: sea_orm::DbBackend, sql: &str, values: Vec<Value>) -> Statement {
-    Statement::from_sql_and_values(store_backend, sql, values)
-}
+use crate::sql::stmt;
 
 /// Deserialises a field that may be absent (leave alone), `null` (clear) or a value (set).
 fn double<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
@@ -684,6 +682,9 @@ async fn insert_deliveries(
     }
     Ok(ids)
 }
+
+/// Columns of a `delivery_attempts` row.
+const ATTEMPT_COLUMNS: usize = 14;
 
 /// Fans `event` out inside the caller's transaction: one message, and a delivery to every
 /// endpoint of its organisation whose subscriptions and filter match. Idempotent per event.
@@ -1772,10 +1773,36 @@ impl Store {
         let tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(batch.len());
         let mut enqueued = false;
+        let mut attempts = Vec::with_capacity(batch.len());
         for r in batch {
-            let (recorded, retry) = self.record_in(&tx, now, r).await?;
+            let (recorded, retry) = self.record_in(&tx, now, r, &mut attempts).await?;
             enqueued |= retry;
             out.push(recorded);
+        }
+        // The attempts in one multi-row insert (the deliveries' point updates above stay
+        // one statement each: SQLite plans `UPDATE … FROM VALUES` as a scan).
+        const ROWS: usize = 500;
+        for chunk in attempts.chunks(ROWS) {
+            let mut tuples = Vec::with_capacity(chunk.len());
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * ATTEMPT_COLUMNS);
+            for row in chunk {
+                tuples.push(format!(
+                    "({})",
+                    crate::queue::placeholders(values.len() + 1, row.len())
+                ));
+                values.extend(row.iter().cloned());
+            }
+            tx.execute_raw(stmt(
+                self.backend(),
+                &format!(
+                    "INSERT INTO delivery_attempts (id, org_id, delivery_id, message_id, endpoint_id, attempted_at, \
+                     status_code, latency_ms, response_headers, response_body, error_class, error, success, trigger) \
+                     VALUES {}",
+                    tuples.join(", ")
+                ),
+                values,
+            ))
+            .await?;
         }
         if enqueued {
             notify_in(&tx, DELIVER_KIND).await?;
@@ -1798,6 +1825,7 @@ impl Store {
             next,
             manual,
         }: Recording,
+        attempts: &mut Vec<[Value; ATTEMPT_COLUMNS]>,
     ) -> StoreResult<(bool, bool)> {
         let at = to_micros(now);
         let backend = self.backend();
@@ -1832,29 +1860,22 @@ impl Store {
             return Ok((false, false));
         }
         let headers = serde_json::to_string(&record.response_headers).map_err(corrupt)?;
-        tx.execute_raw(stmt(
-            backend,
-            "INSERT INTO delivery_attempts (id, org_id, delivery_id, message_id, endpoint_id, attempted_at, \
-             status_code, latency_ms, response_headers, response_body, error_class, error, success, trigger) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            vec![
-                AttemptId::new_at(now).to_string().into(),
-                work.org_id.to_string().into(),
-                work.delivery_id.to_string().into(),
-                work.message_id.clone().into(),
-                work.endpoint_id.clone().into(),
-                to_micros(record.attempted_at).into(),
-                record.status_code.map(i32::from).into(),
-                i32::try_from(record.latency_ms).unwrap_or(i32::MAX).into(),
-                headers.into(),
-                record.response_body.into(),
-                record.error_class.into(),
-                record.error.into(),
-                record.success.into(),
-                if manual { "manual" } else { "scheduled" }.into(),
-            ],
-        ))
-        .await?;
+        attempts.push([
+            AttemptId::new_at(now).to_string().into(),
+            work.org_id.to_string().into(),
+            work.delivery_id.to_string().into(),
+            work.message_id.clone().into(),
+            work.endpoint_id.clone().into(),
+            to_micros(record.attempted_at).into(),
+            record.status_code.map(i32::from).into(),
+            i32::try_from(record.latency_ms).unwrap_or(i32::MAX).into(),
+            headers.into(),
+            record.response_body.into(),
+            record.error_class.into(),
+            record.error.into(),
+            record.success.into(),
+            if manual { "manual" } else { "scheduled" }.into(),
+        ]);
         // The endpoint's health is written only when it changes (or once a minute for
         // `last_success_at`), so a healthy endpoint costs no statement per delivery.
         let fresh = work
