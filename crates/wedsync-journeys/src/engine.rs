@@ -80,15 +80,36 @@ pub fn step_handler(store: Store) -> impl JobHandler {
         1
     };
     let committing = store.clone();
-    let advances = GroupCommit::spawn(committers, 256, "journey_steps", move |batch| {
-        let store = committing.clone();
-        async move {
-            store
-                .advance_instances(batch)
-                .await
-                .map_err(|e| e.to_string())
-        }
-    });
+    // Should a shared transaction fail, each of its advances is committed again alone, so
+    // one step that cannot be written fails only its own job, not its batch-mates'.
+    let advances = GroupCommit::spawn(
+        committers,
+        256,
+        "journey_steps",
+        move |batch: Vec<(wedsync_core::id::OrgId, String, Advance)>| {
+            let store = committing.clone();
+            async move {
+                let retry = (batch.len() > 1).then(|| batch.clone());
+                match (store.advance_instances(batch).await, retry) {
+                    (Ok(moved), _) => Ok(moved.into_iter().map(Ok).collect()),
+                    (Err(error), None) => Ok(vec![Err(error.to_string())]),
+                    (Err(_), Some(batch)) => {
+                        let mut each = Vec::with_capacity(batch.len());
+                        for one in batch {
+                            each.push(
+                                store
+                                    .advance_instances(vec![one])
+                                    .await
+                                    .map(|moved| moved.first().copied().unwrap_or(false))
+                                    .map_err(|e| e.to_string()),
+                            );
+                        }
+                        Ok(each)
+                    }
+                }
+            }
+        },
+    );
     let documents = Arc::new(Documents::default());
     move |job: Job| {
         let store = store.clone();
@@ -127,6 +148,7 @@ pub fn step_handler(store: Store) -> impl JobHandler {
             let moved = advances
                 .submit((work.org_id, instance.to_owned(), advance))
                 .await
+                .map_err(JobError::transient)?
                 .map_err(JobError::transient)?;
             if moved {
                 metrics::counter!("wedsync_journey_steps_total").increment(1);

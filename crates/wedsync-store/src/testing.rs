@@ -140,3 +140,28 @@ pub async fn sqlite_synchronous(store: &Store) -> StoreResult<Option<(i64, i64)>
         read(relaxed).await?,
     )))
 }
+
+/// A source of `provider` for `org`, signing with `secret`, with default settings (100
+/// requests a minute, 300 s tolerance, no allow-list).
+pub async fn source(
+    store: &Store,
+    org: &wedsync_core::id::OrgId,
+    provider: wedsync_core::source::Provider,
+    secret: &str,
+) -> StoreResult<crate::sources::Source> {
+    let new = crate::sources::NewSource::parse(
+        "Test source",
+        provider,
+        crate::sources::SourceConfig {
+            generic: None,
+            ip_allowlist: vec![],
+            rate_per_minute: 100,
+            tolerance_seconds: 300,
+        },
+        Some(secret.to_owned()),
+    )?;
+    Ok(store
+        .create_source(org, new, &crate::Actor::System)
+        .await?
+        .0)
+}

@@ -198,6 +198,44 @@ impl Ctx {
         (e.id, secret)
     }
 
+    /// A `payment.completed` event stored for `org` through a new Stripe source; its id.
+    async fn inbound_payment(&self, org: OrgId, subject: Option<&str>, data: Value) -> String {
+        let source = wedsync_store::testing::source(
+            &self.store,
+            &org,
+            wedsync_core::source::Provider::Stripe,
+            "whsec_test",
+        )
+        .await
+        .expect("source");
+        let ingested = self
+            .store
+            .ingest(
+                wedsync_store::inbound::IncomingRequest {
+                    source_id: source.id,
+                    org_id: org,
+                    headers: vec![],
+                    content_type: "application/json".into(),
+                    body: br#"{"id":"evt_1"}"#.to_vec(),
+                    dedupe_key: "stripe:evt_1".into(),
+                },
+                vec![wedsync_store::inbound::NewEvent {
+                    event_type: "payment.completed".into(),
+                    subject: subject.map(str::to_owned),
+                    time: self.now(),
+                    data,
+                    couple_ref: None,
+                    booking_ref: None,
+                }],
+            )
+            .await
+            .expect("ingest");
+        let wedsync_store::inbound::Ingested::Accepted { event_ids, .. } = ingested else {
+            panic!("accepted")
+        };
+        event_ids[0].clone()
+    }
+
     async fn message(&self, event_type: &str, data: Value) -> String {
         self.store
             .create_message(
@@ -1131,67 +1169,98 @@ async fn inbound_events_fan_out_and_a_replay_sends_them_again() {
     let c = ctx().await;
     let (rx, addr) = Receiver::start().await;
     c.endpoint(addr, &["payment.*"]).await;
-    let new = wedsync_store::sources::NewSource::parse(
-        "Stripe",
-        wedsync_core::source::Provider::Stripe,
-        wedsync_store::sources::SourceConfig {
-            generic: None,
-            ip_allowlist: vec![],
-            rate_per_minute: 100,
-            tolerance_seconds: 300,
-        },
-        Some("whsec_test".into()),
-    )
-    .expect("valid");
-    let (source, _) = c
-        .store
-        .create_source(&c.org, new, &operator())
-        .await
-        .expect("source");
-    let ingested = c
-        .store
-        .ingest(
-            wedsync_store::inbound::IncomingRequest {
-                source_id: source.id,
-                org_id: c.org,
-                headers: vec![],
-                content_type: "application/json".into(),
-                body: br#"{"id":"evt_1"}"#.to_vec(),
-                dedupe_key: "stripe:evt_1".into(),
-            },
-            vec![wedsync_store::inbound::NewEvent {
-                event_type: "payment.completed".into(),
-                subject: Some("pi_1".into()),
-                time: c.now(),
-                data: json!({"amount_minor": 250000, "currency": "GBP"}),
-                couple_ref: None,
-                booking_ref: None,
-            }],
+    let event = c
+        .inbound_payment(
+            c.org,
+            Some("pi_1"),
+            json!({"amount_minor": 250000, "currency": "GBP"}),
         )
-        .await
-        .expect("ingest");
-    let wedsync_store::inbound::Ingested::Accepted { event_ids, .. } = ingested else {
-        panic!("accepted")
-    };
+        .await;
     c.drain().await;
     assert_eq!(rx.count(), 1);
     let body: Value = serde_json::from_slice(&rx.last().body).expect("json");
     assert_eq!(body["type"], "payment.completed");
-    assert_eq!(body["event_id"], event_ids[0]);
+    assert_eq!(body["event_id"], event);
     assert_eq!(body["subject"], "pi_1");
     // Routing again by itself sends nothing; an operator's replay sends the same message.
-    c.store
-        .route_event(&event_ids[0], 0, false)
-        .await
-        .expect("route");
+    c.store.route_event(&event, 0, false).await.expect("route");
     c.drain().await;
     assert_eq!(rx.count(), 1);
     c.store
-        .replay_event(&c.org, &event_ids[0], &operator())
+        .replay_event(&c.org, &event, &operator())
         .await
         .expect("replay");
     c.drain().await;
     let all = rx.all();
     assert_eq!(all.len(), 2);
     assert_eq!(header(&all[0], "webhook-id"), header(&all[1], "webhook-id"));
+}
+
+#[tokio::test]
+async fn an_unroutable_event_fails_only_its_own_route_job() {
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    c.endpoint(addr, &["payment.*"]).await;
+    // Another organisation whose endpoint row is corrupt: routing its event fails.
+    let settings = wedsync_core::org::OrgSettings::parse(
+        "Petal & Stem",
+        "Europe/London",
+        "professional",
+        "GB",
+        "GBP",
+    )
+    .expect("valid");
+    let other = c
+        .store
+        .create_org(settings, &operator())
+        .await
+        .expect("org")
+        .id;
+    c.store
+        .create_endpoint(
+            &other,
+            EndpointInput {
+                url: format!("http://{addr}/other"),
+                event_types: vec!["payment.*".into()],
+                ..Default::default()
+            },
+            &operator(),
+        )
+        .await
+        .expect("endpoint");
+    wedsync_store::testing::execute_raw(
+        &c.store,
+        &format!("UPDATE endpoints SET event_types = 'not json' WHERE org_id = '{other}'"),
+    )
+    .await
+    .expect("corrupt");
+    let mut events = Vec::new();
+    for org in [c.org, other] {
+        events.push((org, c.inbound_payment(org, None, json!({})).await));
+    }
+    // Both route jobs run at once, as a pool would run them (so they may share a routing
+    // transaction).
+    let jobs = c
+        .store
+        .claim(
+            "test",
+            wedsync_store::inbound::ROUTE_KIND,
+            10,
+            TimeDelta::minutes(1),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 2);
+    let route = wedsync_store::inbound::route_handler(c.store.clone());
+    let (a, b) = tokio::join!(route.run(jobs[0].clone()), route.run(jobs[1].clone()));
+    let failed = [a, b].into_iter().filter(Result::is_err).count();
+    assert_eq!(failed, 1, "only the corrupt organisation's job fails");
+    let routed = |org: OrgId, id: String| {
+        let store = c.store.clone();
+        async move { store.get_event(&org, &id).await.expect("event").0.routedat }
+    };
+    assert!(routed(events[0].0, events[0].1.clone()).await.is_some());
+    assert!(routed(events[1].0, events[1].1.clone()).await.is_none());
+    c.drain().await;
+    assert_eq!(rx.count(), 1, "the good event was delivered");
 }

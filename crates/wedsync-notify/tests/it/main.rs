@@ -1304,23 +1304,14 @@ async fn resend_delivery_reports_through_the_inbound_gateway_update_the_notifica
 
     // Resend signs its webhooks with Svix; a `svix` source verifies them and the normaliser
     // keeps them as `svix.raw` with the whole payload.
-    let new = wedsync_store::sources::NewSource::parse(
-        "Resend",
+    let source = wedsync_store::testing::source(
+        &c.store,
+        &c.org,
         wedsync_core::source::Provider::Svix,
-        wedsync_store::sources::SourceConfig {
-            generic: None,
-            ip_allowlist: vec![],
-            rate_per_minute: 100,
-            tolerance_seconds: 300,
-        },
-        Some("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into()),
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     )
-    .expect("valid");
-    let (source, _) = c
-        .store
-        .create_source(&c.org, new, &operator())
-        .await
-        .expect("source");
+    .await
+    .expect("source");
     let route = wedsync_store::inbound::route_handler(c.store.clone());
     for (n, kind) in ["email.delivered", "email.opened"].into_iter().enumerate() {
         let payload = json!({ "type": kind, "created_at": "2027-06-15T10:00:05.000Z", "data": { "email_id": "4ef9a417-02e9-4d39-ad75-9611e0fcc33c", "to": ["alex@example.com"] } });
