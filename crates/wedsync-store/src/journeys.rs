@@ -658,17 +658,7 @@ async fn record_steps<C: ConnectionTrait>(
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 9);
         for (instance, record) in chunk {
             let p = values.len() + 1;
-            rows.push(format!(
-                "(${p}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8
-            ));
+            rows.push(format!("({})", crate::queue::placeholders(p, 9)));
             values.extend([
                 Value::from(wedsync_core::id::JourneyStepId::new_at(record.at).to_string()),
                 (*instance).into(),

@@ -200,7 +200,11 @@ impl Store {
         // main pool syncs the WAL, and with it every relaxed commit before it, so nothing
         // durable ever depends on a relaxed write that was lost. A process crash loses
         // neither kind.
-        let relaxed = if db.get_database_backend() == DbBackend::Sqlite {
+        // An in-memory database is private to its connection: a second pool would be a
+        // second, empty database, so there the main pool does everything.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let sqlite = db.get_database_backend() == DbBackend::Sqlite;
+        let relaxed = if sqlite && !in_memory {
             let busy = options.busy_timeout;
             let mut relaxed = ConnectOptions::new(url);
             relaxed
@@ -219,9 +223,7 @@ impl Store {
             None
         };
         Ok(Self {
-            write_gate: relaxed
-                .is_some()
-                .then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
+            write_gate: sqlite.then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
             db,
             relaxed,
             clock,
@@ -230,11 +232,15 @@ impl Store {
         })
     }
 
-    /// SQLite: the pool whose commits do not sync the WAL, for single statements that
-    /// commit by themselves and whose loss at a power cut only means work runs again.
-    /// `None` on PostgreSQL, where `synchronous_commit = off` does this per transaction.
+    /// SQLite: the pool whose commits do not sync the WAL (the main pool for an in-memory
+    /// database), for single statements that commit by themselves and whose loss at a power
+    /// cut only means work runs again. `None` on PostgreSQL, where
+    /// `synchronous_commit = off` does this per transaction.
     pub(crate) fn relaxed_connection(&self) -> Option<&DatabaseConnection> {
-        self.relaxed.as_ref()
+        match self.backend() {
+            DbBackend::Sqlite => Some(self.relaxed.as_ref().unwrap_or(&self.db)),
+            _ => None,
+        }
     }
 
     /// The underlying connection, for crates that add their own tables later.

@@ -904,3 +904,25 @@ async fn only_claims_and_outcomes_skip_the_disk_sync_on_sqlite() {
     assert_eq!(claimed.len(), 1);
     assert_eq!(job_state(&c.store, &id).await.0, JobState::Running);
 }
+
+#[tokio::test]
+async fn an_in_memory_sqlite_store_claims_from_its_own_queue() {
+    // Not the embedded default, but a valid URL: claims must not go to a second, empty
+    // in-memory database.
+    let store = Store::connect(
+        &wedsync_store::StoreOptions::new("sqlite::memory:"),
+        Arc::new(wedsync_core::clock::SystemClock),
+    )
+    .await
+    .expect("connect");
+    store.migrate().await.expect("migrate");
+    let id = store.enqueue(job(1)).await.expect("enqueue").id;
+    let claimed = store
+        .claim("w", KIND, 10, TimeDelta::seconds(30))
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![id]
+    );
+}
