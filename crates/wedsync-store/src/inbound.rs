@@ -692,20 +692,41 @@ async fn ingest_in(
     }
 
     // The couples and bookings the new events name, read once for the batch; a reference
-    // to another organisation's couple or booking is dropped.
+    // to another organisation's couple or booking is dropped, and a booking names its
+    // couple when the payload did not.
     let new_events = || {
         pending
             .iter()
             .filter(|p| inserted.contains(&p.request_id))
             .flat_map(|p| p.events.iter().map(move |e| (p, e)))
     };
-    let couple_ids: Vec<String> = new_events()
-        .filter_map(|(_, e)| e.couple_ref.clone())
+    let booking_ids: Vec<String> = new_events()
+        .filter_map(|(_, e)| e.booking_ref.clone())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let booking_ids: Vec<String> = new_events()
-        .filter_map(|(_, e)| e.booking_ref.clone())
+    // booking id → (organisation, couple id)
+    let mut bookings: HashMap<String, (String, String)> = HashMap::new();
+    for chunk in booking_ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id, org_id, couple_id FROM bookings WHERE id IN ({})",
+            crate::queue::placeholders(1, chunk.len())
+        );
+        let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
+        for r in tx
+            .query_all_raw(crate::sql::stmt(backend, &sql, values))
+            .await?
+        {
+            bookings.insert(
+                r.try_get("", "id")?,
+                (r.try_get("", "org_id")?, r.try_get("", "couple_id")?),
+            );
+        }
+    }
+    // An event that names only a booking is about the booking's couple too.
+    let couple_ids: Vec<String> = new_events()
+        .filter_map(|(_, e)| e.couple_ref.clone())
+        .chain(bookings.values().map(|(_, c)| c.clone()))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -731,20 +752,6 @@ async fn ingest_in(
             couples.insert(r.try_get("", "id")?, (r.try_get("", "org_id")?, today));
         }
     }
-    let mut bookings: HashMap<String, String> = HashMap::new();
-    for chunk in booking_ids.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT id, org_id FROM bookings WHERE id IN ({})",
-            crate::queue::placeholders(1, chunk.len())
-        );
-        let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
-        for r in tx
-            .query_all_raw(crate::sql::stmt(backend, &sql, values))
-            .await?
-        {
-            bookings.insert(r.try_get("", "id")?, r.try_get("", "org_id")?);
-        }
-    }
 
     // The events and their routing jobs.
     let mut event_ids: HashMap<String, Vec<String>> = HashMap::new();
@@ -752,16 +759,25 @@ async fn ingest_in(
     let mut rows = Vec::new();
     for (p, event) in new_events() {
         let org = p.request.org_id.to_string();
-        let couple = event.couple_ref.as_ref().and_then(|c| {
-            couples
-                .get(c)
-                .filter(|(o, _)| *o == org)
-                .map(|(_, today)| (c, *today))
+        // The booking, when it is the organisation's and, if the payload also named a
+        // couple, that couple's (references that contradict each other keep the couple).
+        let booking = event.booking_ref.as_ref().and_then(|b| {
+            bookings
+                .get(b)
+                .filter(|(o, c)| *o == org && event.couple_ref.as_ref().is_none_or(|r| r == c))
+                .map(|(_, c)| (b, c))
         });
-        let booking = event
-            .booking_ref
+        let couple = event
+            .couple_ref
             .as_ref()
-            .filter(|b| bookings.get(*b).is_some_and(|o| *o == org));
+            .or(booking.map(|(_, c)| c))
+            .and_then(|c| {
+                couples
+                    .get(c)
+                    .filter(|(o, _)| *o == org)
+                    .map(|(_, today)| (c, *today))
+            });
+        let booking = booking.map(|(b, _)| b);
         let id = EventId::new_at(now).to_string();
         rows.push(vec![
             Value::from(id.clone()),
