@@ -118,6 +118,7 @@ async fn start_many(
     let starts: Vec<wedsync_store::journeys::NewStart> = (0..n)
         .map(|i| wedsync_store::journeys::NewStart {
             couple: *couple,
+            booking: None,
             trigger_key: format!("{prefix}:{i}"),
             status: "running".into(),
             due_at: None,

@@ -34,6 +34,12 @@ pub struct Money {
     pub currency: String,
 }
 
+/// The day a booking starting at `starts_at` starts on, in the couple's time zone: the
+/// `booking_date` that journeys about a booking can wait for.
+pub fn local_date(starts_at: DateTime<Utc>, zone: chrono_tz::Tz) -> chrono::NaiveDate {
+    starts_at.with_timezone(&zone).date_naive()
+}
+
 /// A booking as a client sends it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -142,6 +142,17 @@ impl JourneyDocument {
         })
     }
 
+    /// What the journey's instances are about (its trigger node's `subject`).
+    pub fn subject(&self) -> crate::model::Subject {
+        self.nodes
+            .iter()
+            .find_map(|n| match &n.kind {
+                NodeKind::Trigger(t) => Some(t.subject),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     /// The (first) node with this id.
     pub fn node(&self, id: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.id == id)

@@ -27,8 +27,8 @@ use wedsync_store::queue::Job;
 use wedsync_store::worker::{JobError, JobHandler};
 
 use crate::model::{
-    EmailContent, HANDLE_EVENT, HANDLE_PAID, HANDLE_TIMEOUT, IfPassed, MessageBody, NodeKind,
-    Recipient, WEDDING_DATE, Wait,
+    BOOKING_DATE, EmailContent, HANDLE_EVENT, HANDLE_PAID, HANDLE_TIMEOUT, IfPassed, MessageBody,
+    NodeKind, Recipient, WEDDING_DATE, Wait,
 };
 use crate::{JourneyDocument, date_relative_instant};
 
@@ -291,10 +291,27 @@ async fn send(
 }
 
 fn data_for(work: &StepWork) -> Value {
-    json!({
+    let mut data = json!({
         "journey": { "id": work.instance.journey_id, "instance": work.instance.id, "version": work.instance.version },
         "event": work.context,
-    })
+    });
+    if let Some(b) = &work.booking {
+        data["booking"] = booking_json(work, b);
+    }
+    data
+}
+
+/// A booking as templates and conditions see it: its fields, plus `booking_date` (the day
+/// it starts, couple-local).
+fn booking_json(work: &StepWork, booking: &wedsync_core::booking::Booking) -> Value {
+    let mut value = serde_json::to_value(booking).unwrap_or(Value::Null);
+    if let Ok(zone) = wedsync_core::org::TimeZone::parse(&work.couple.time_zone) {
+        value[BOOKING_DATE] = json!(wedsync_core::booking::local_date(
+            booking.starts_at,
+            zone.tz()
+        ));
+    }
+    value
 }
 
 async fn run_step(
@@ -504,8 +521,13 @@ async fn run_step(
         }
         NodeKind::Decision(d) => {
             let couple = serde_json::to_value(&work.couple).unwrap_or(Value::Null);
+            let booking = work
+                .booking
+                .as_ref()
+                .map_or(Value::Null, |b| booking_json(work, b));
             let ctx = minijinja::Value::from(minijinja::value::Serde(json!({
-                "event": work.context, "couple": couple, "journey": { "now": now },
+                "event": work.context, "couple": couple, "booking": booking,
+                "journey": { "now": now },
             })));
             let mut env = minijinja::Environment::new();
             env.set_fuel(Some(10_000));
@@ -559,20 +581,25 @@ async fn run_step(
             at,
             if_passed,
         }) => {
-            if date != WEDDING_DATE {
-                return Ok(stop(
-                    seq,
-                    id,
-                    kind,
-                    now,
-                    "blocked",
-                    format!("waits on `{date}`, which couples do not have yet"),
-                ));
-            }
             let zone = wedsync_core::org::TimeZone::parse(&work.couple.time_zone)
                 .map_err(|e| JobError::Permanent(e.to_string()))?;
-            let instant =
-                date_relative_instant(work.couple.wedding_date, *offset_days, *at, zone.tz());
+            let day = match (date.as_str(), &work.booking) {
+                (WEDDING_DATE, _) => work.couple.wedding_date,
+                (BOOKING_DATE, Some(b)) => {
+                    wedsync_core::booking::local_date(b.starts_at, zone.tz())
+                }
+                _ => {
+                    return Ok(stop(
+                        seq,
+                        id,
+                        kind,
+                        now,
+                        "blocked",
+                        format!("waits on `{date}`, which this instance does not have"),
+                    ));
+                }
+            };
+            let instant = date_relative_instant(day, *offset_days, *at, zone.tz());
             let rule = json!({
                 "mode": "until_date", "date": date, "offset_days": offset_days,
                 "at": at.format("%H:%M").to_string(),

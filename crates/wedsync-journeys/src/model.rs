@@ -14,9 +14,40 @@ pub const HANDLE_TIMEOUT: &str = "timeout";
 pub const HANDLE_EVENT: &str = "event";
 /// The couple's wedding date, the usual anchor of date-relative triggers and waits.
 pub const WEDDING_DATE: &str = "wedding_date";
-/// The dates of a couple's that date-relative triggers and waits can refer to. Couples have
-/// no other date fields yet; a wait on any other name is refused when the journey is saved.
-pub const DATE_FIELDS: [&str; 1] = [WEDDING_DATE];
+/// The day a booking starts, in the couple's time zone: an anchor for journeys whose subject
+/// is a booking.
+pub const BOOKING_DATE: &str = "booking_date";
+/// The dates that date-relative triggers and waits can refer to: every journey has the
+/// couple's `wedding_date`; a journey about a booking also has its `booking_date`. Any other
+/// name is refused when the journey is saved.
+pub const DATE_FIELDS: [&str; 2] = [WEDDING_DATE, BOOKING_DATE];
+
+/// What one instance of a journey is about.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Subject {
+    /// A couple: one instance per couple and trigger key.
+    #[default]
+    Couple,
+    /// One of a couple's bookings: one instance per booking and trigger key, started only by
+    /// what names a booking (its events, a manual start naming it, its `booking_date`).
+    Booking,
+}
+
+impl Subject {
+    /// Whether this is the default, couple subject.
+    pub fn is_couple(&self) -> bool {
+        *self == Self::Couple
+    }
+
+    /// The date fields a journey about this subject can refer to.
+    pub fn date_fields(self) -> &'static [&'static str] {
+        match self {
+            Self::Couple => &DATE_FIELDS[..1],
+            Self::Booking => &DATE_FIELDS,
+        }
+    }
+}
 
 /// A node's position on the canvas, in React Flow's coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -166,6 +197,9 @@ impl NodeKind {
 pub struct TriggerNode {
     /// What starts the journey.
     pub trigger: Trigger,
+    /// What each instance is about: a couple (the default) or one of its bookings.
+    #[serde(default, skip_serializing_if = "Subject::is_couple")]
+    pub subject: Subject,
 }
 
 /// What starts a journey, tagged by `kind`.

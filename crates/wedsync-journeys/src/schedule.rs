@@ -11,7 +11,9 @@
 //!   a back-fill); one that passes because the date moved ends the instance as `skipped`.
 //!   Publishing attaches existing couples in batches of [`ATTACH_BATCH`] through the queue
 //!   (one transaction each); a couple added later is attached when its `client.created` event
-//!   is published.
+//!   is published. A journey about bookings attaches every booking that is not cancelled the
+//!   same way (one instance per booking), and a booking added or changed later through its
+//!   `booking.created` / `booking.updated` event.
 //! - **`time_delay`** starts `after_seconds` after a couple is added (its `created_at`), for
 //!   couples added while the journey is published; publishing does not start it for the
 //!   couples already there.
@@ -21,15 +23,19 @@
 //!   enqueuing the next. A tick that runs late (the hub was down) fires once, and the next
 //!   tick is the first one after now, so an outage does not replay a burst of old ticks.
 //!
-//! Every path is idempotent: instances are unique per (journey, couple, trigger key), tick
+//! `time_delay` and `cron` start per couple; validation refuses them on a journey about
+//! bookings.
+//!
+//! Every path is idempotent: instances are unique per (journey, subject, trigger key), tick
 //! jobs are unique per (journey, version, zone, tick), and a batch that runs twice starts
 //! nothing twice. A tick or batch for a version that is no longer published does nothing.
 
 use chrono::{DateTime, NaiveTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde_json::{Value, json};
+use wedsync_core::booking::{Booking, BookingStatus};
 use wedsync_core::couple::Couple;
-use wedsync_core::id::{CoupleId, JourneyId, OrgId};
+use wedsync_core::id::{BookingId, CoupleId, JourneyId, OrgId};
 use wedsync_store::Store;
 use wedsync_store::couples::CoupleFilter;
 use wedsync_store::journeys::{CRON_KIND, NewStart, PUBLISHED_KIND, step_priority};
@@ -37,7 +43,7 @@ use wedsync_store::queue::{Job, NewJob};
 use wedsync_store::worker::{JobError, JobHandler};
 
 use crate::cron::{next_tick, parse_cron};
-use crate::model::{NodeKind, Trigger, WEDDING_DATE};
+use crate::model::{BOOKING_DATE, NodeKind, Subject, Trigger, WEDDING_DATE};
 use crate::{JourneyDocument, date_relative_instant};
 
 /// Couples attached per transaction when a journey is published or a cron tick fires.
@@ -104,14 +110,14 @@ async fn live_document(
         .map(|(_, _, document)| document))
 }
 
-/// The trigger node of a published document: its id and trigger.
-fn trigger_of(document: &Value) -> Result<(String, Trigger), JobError> {
+/// The trigger node of a published document: its id, trigger and subject.
+fn trigger_of(document: &Value) -> Result<(String, Trigger, Subject), JobError> {
     let doc = JourneyDocument::parse(document)
         .map_err(|e| JobError::Permanent(format!("the published document does not parse: {e}")))?;
     doc.nodes
         .iter()
         .find_map(|n| match &n.kind {
-            NodeKind::Trigger(t) => Some((n.id.clone(), t.trigger.clone())),
+            NodeKind::Trigger(t) => Some((n.id.clone(), t.trigger.clone(), t.subject)),
             _ => None,
         })
         .ok_or_else(|| JobError::Permanent("the published document has no trigger".into()))
@@ -123,20 +129,29 @@ fn zone_of(couple: &Couple) -> Option<Tz> {
         .map(|z| z.tz())
 }
 
-/// The waiting start of a `date_reached` trigger for `couple`, if its instant is ahead.
+/// The waiting start of a `date_reached` trigger for `couple` (or one of its bookings, for
+/// a journey about bookings), if its instant is ahead. A cancelled booking starts nothing.
 fn date_start(
     couple: &Couple,
+    booking: Option<&Booking>,
     date: &str,
     offset_days: i32,
     at: NaiveTime,
     now: DateTime<Utc>,
 ) -> Option<NewStart> {
-    if date != WEDDING_DATE {
-        return None; // refused on save; nothing else is known
+    let zone = zone_of(couple)?;
+    if booking.is_some_and(|b| b.status == BookingStatus::Cancelled) {
+        return None;
     }
-    let instant = date_relative_instant(couple.wedding_date, offset_days, at, zone_of(couple)?);
+    let day = match date {
+        WEDDING_DATE => couple.wedding_date,
+        BOOKING_DATE => wedsync_core::booking::local_date(booking?.starts_at, zone),
+        _ => return None, // refused on save; nothing else is known
+    };
+    let instant = date_relative_instant(day, offset_days, at, zone);
     (instant > now).then(|| NewStart {
         couple: couple.id,
+        booking: booking.map(|b| b.id),
         trigger_key: DATE_KEY.into(),
         status: "waiting".into(),
         due_at: Some(instant),
@@ -160,6 +175,7 @@ fn delay_start(couple: &Couple, after_seconds: u64) -> NewStart {
         + TimeDelta::seconds(i64::try_from(after_seconds).unwrap_or(i64::MAX / 1000));
     NewStart {
         couple: couple.id,
+        booking: None,
         trigger_key: DELAY_KEY.into(),
         status: "waiting".into(),
         due_at: Some(due),
@@ -226,8 +242,10 @@ async fn schedule_tick(
     Ok(Some(tick))
 }
 
-/// Attaches one batch of couples after `after` to a `date_reached` journey; returns the last
-/// couple of a full batch (more may follow).
+/// Attaches one batch of couples (or bookings, for a journey about bookings) after `after`
+/// to a `date_reached` journey; returns the last couple or booking of a full batch (more
+/// may follow).
+#[allow(clippy::too_many_arguments)]
 async fn attach_batch(
     store: &Store,
     org: &OrgId,
@@ -235,6 +253,7 @@ async fn attach_batch(
     version: i32,
     trigger_node: &str,
     trigger: &Trigger,
+    subject: Subject,
     after: Option<&str>,
 ) -> Result<Option<String>, JobError> {
     let Trigger::DateReached {
@@ -246,13 +265,30 @@ async fn attach_batch(
         return Ok(None);
     };
     let now = store.clock().now();
+    if subject == Subject::Booking {
+        let bookings = store
+            .bookings_batch(org, after, ATTACH_BATCH)
+            .await
+            .map_err(transient)?;
+        let starts: Vec<NewStart> = bookings
+            .iter()
+            .filter_map(|(b, c)| date_start(c, Some(b), date, *offset_days, *at, now))
+            .collect();
+        store
+            .start_instances(org, journey, version, trigger_node, &starts)
+            .await
+            .map_err(transient)?;
+        return Ok((bookings.len() as u64 == ATTACH_BATCH)
+            .then(|| bookings.last().map(|(b, _)| b.id.to_string()))
+            .flatten());
+    }
     let couples = store
         .couples_batch(org, &CoupleFilter::default(), after, ATTACH_BATCH)
         .await
         .map_err(transient)?;
     let starts: Vec<NewStart> = couples
         .iter()
-        .filter_map(|c| date_start(c, date, *offset_days, *at, now))
+        .filter_map(|c| date_start(c, None, date, *offset_days, *at, now))
         .collect();
     store
         .start_instances(org, journey, version, trigger_node, &starts)
@@ -275,7 +311,7 @@ pub fn published_handler(store: Store) -> impl JobHandler {
             let Some(document) = live_document(&store, &org, &journey, version).await? else {
                 return Ok(()); // a newer version is live (or none): its own job acts
             };
-            let (trigger_node, trigger) = trigger_of(&document)?;
+            let (trigger_node, trigger, subject) = trigger_of(&document)?;
             match &trigger {
                 Trigger::DateReached { .. } => {
                     if let Some(last) = attach_batch(
@@ -285,6 +321,7 @@ pub fn published_handler(store: Store) -> impl JobHandler {
                         version,
                         &trigger_node,
                         &trigger,
+                        subject,
                         after,
                     )
                     .await?
@@ -320,16 +357,22 @@ pub fn published_handler(store: Store) -> impl JobHandler {
     }
 }
 
-/// The handler for [`wedsync_store::journeys::COUPLE_KIND`] jobs: a couple was added or
-/// changed; attach it to every published `date_reached` journey whose instant is ahead (and,
-/// when it was added, every `time_delay` journey), and make sure the cron schedules of its
-/// zone run.
+/// The handler for [`wedsync_store::journeys::COUPLE_KIND`] jobs: a couple (or a booking)
+/// was added or changed. For a couple: attach it to every published couple `date_reached`
+/// journey whose instant is ahead (and, when it was added, every `time_delay` journey), its
+/// bookings to every booking `date_reached` journey (a moved wedding date may bring their
+/// instants back), and make sure the cron schedules of its zone run. For a booking: attach
+/// it to every booking `date_reached` journey whose instant is ahead.
 pub fn couple_handler(store: Store) -> impl JobHandler {
     move |job: Job| {
         let store = store.clone();
         async move {
             let org = org_of(&job)?;
             let couple_id: CoupleId = parse_id(field(&job, "couple_id")?, "couple id")?;
+            let booking_id: Option<BookingId> = match job.payload.get("booking_id") {
+                Some(Value::String(b)) => Some(parse_id(b, "booking id")?),
+                _ => None,
+            };
             let created = job
                 .payload
                 .get("created")
@@ -340,41 +383,95 @@ pub fn couple_handler(store: Store) -> impl JobHandler {
                 Err(wedsync_store::StoreError::NotFound) => return Ok(()),
                 Err(e) => return Err(transient(e)),
             };
+            // The bookings this job is about: the one named, or all of the couple's.
+            let bookings: Vec<Booking> = match &booking_id {
+                Some(b) => match store.get_booking(&org, b).await {
+                    Ok(b) if b.couple_id == couple.id => vec![b],
+                    Ok(_) | Err(wedsync_store::StoreError::NotFound) => return Ok(()),
+                    Err(e) => return Err(transient(e)),
+                },
+                None => couple_bookings(&store, &org, &couple.id).await?,
+            };
             let now = store.clock().now();
             for (journey, version, document) in
                 store.published_journeys(&org).await.map_err(transient)?
             {
-                let Ok((trigger_node, trigger)) = trigger_of(&document) else {
+                let Ok((trigger_node, trigger, subject)) = trigger_of(&document) else {
                     continue;
                 };
-                let start = match &trigger {
-                    Trigger::DateReached {
-                        date,
-                        offset_days,
-                        at,
-                    } => date_start(&couple, date, *offset_days, *at, now),
-                    Trigger::TimeDelay { after_seconds } if created => {
-                        Some(delay_start(&couple, *after_seconds))
+                let mut starts = Vec::new();
+                match (&trigger, subject) {
+                    (
+                        Trigger::DateReached {
+                            date,
+                            offset_days,
+                            at,
+                        },
+                        Subject::Booking,
+                    ) => starts.extend(bookings.iter().filter_map(|b| {
+                        date_start(&couple, Some(b), date, *offset_days, *at, now)
+                    })),
+                    _ if booking_id.is_some() => {}
+                    (
+                        Trigger::DateReached {
+                            date,
+                            offset_days,
+                            at,
+                        },
+                        Subject::Couple,
+                    ) => starts.extend(date_start(&couple, None, date, *offset_days, *at, now)),
+                    (Trigger::TimeDelay { after_seconds }, _) if created => {
+                        starts.push(delay_start(&couple, *after_seconds));
                     }
-                    Trigger::Cron {
-                        expression,
-                        time_zone,
-                    } => {
+                    (
+                        Trigger::Cron {
+                            expression,
+                            time_zone,
+                        },
+                        _,
+                    ) => {
                         let zone = cron_zone(*time_zone, &couple.time_zone);
                         schedule_tick(&store, &org, &journey, version, expression, &zone, now)
                             .await?;
-                        None
                     }
-                    _ => None,
-                };
-                if let Some(start) = start {
+                    _ => {}
+                }
+                if !starts.is_empty() {
                     store
-                        .start_instances(&org, &journey, version, &trigger_node, &[start])
+                        .start_instances(&org, &journey, version, &trigger_node, &starts)
                         .await
                         .map_err(transient)?;
                 }
             }
             Ok(())
+        }
+    }
+}
+
+/// Every booking of a couple, page by page.
+async fn couple_bookings(
+    store: &Store,
+    org: &OrgId,
+    couple: &CoupleId,
+) -> Result<Vec<Booking>, JobError> {
+    let filter = wedsync_store::bookings::BookingFilter {
+        couple_id: Some(*couple),
+        ..Default::default()
+    };
+    let mut page = wedsync_store::page::PageRequest {
+        limit: Some(wedsync_store::page::MAX_LIMIT),
+        after: None,
+    };
+    let mut all = Vec::new();
+    loop {
+        let got = store
+            .list_bookings(org, &filter, &page)
+            .await
+            .map_err(transient)?;
+        all.extend(got.data);
+        match got.next_cursor {
+            Some(next) => page.after = Some(next),
+            None => return Ok(all),
         }
     }
 }
@@ -395,7 +492,7 @@ pub fn cron_handler(store: Store) -> impl JobHandler {
             let Some(document) = live_document(&store, &org, &journey, version).await? else {
                 return Ok(()); // the version is no longer live: its schedule ends here
             };
-            let (trigger_node, trigger) = trigger_of(&document)?;
+            let (trigger_node, trigger, _) = trigger_of(&document)?;
             let Trigger::Cron {
                 expression,
                 time_zone,
@@ -423,6 +520,7 @@ pub fn cron_handler(store: Store) -> impl JobHandler {
                 .iter()
                 .map(|c| NewStart {
                     couple: c.id,
+                    booking: None,
                     trigger_key: key.clone(),
                     status: "running".into(),
                     due_at: None,

@@ -41,13 +41,18 @@ pub struct SimulationInput {
     /// The couple's IANA time zone.
     #[schema(example = "Europe/London")]
     pub time_zone: String,
-    /// Other dates waits may refer to, by field name.
+    /// Other dates waits may refer to, by field name (`booking_date` for a journey about a
+    /// booking).
     #[serde(default)]
     #[schema(value_type = Object)]
     pub dates: BTreeMap<String, NaiveDate>,
     /// Extra couple data conditions may read (`couple.budget_minor`…).
     #[serde(default)]
     pub couple: Map<String, Value>,
+    /// For a journey about a booking: the booking data conditions may read
+    /// (`booking.status`, `booking.service`…; `booking_date` comes from `dates`).
+    #[serde(default)]
+    pub booking: Map<String, Value>,
     /// When the journey is attached to the couple (the virtual clock's start).
     pub start_at: DateTime<Utc>,
     /// Events, in any order.
@@ -150,7 +155,13 @@ impl Run<'_> {
             "days_until_wedding".into(),
             json!((self.input.wedding_date - today).num_days()),
         );
-        json!({ "event": self.event, "couple": couple, "journey": { "now": self.now } })
+        let mut booking = self.input.booking.clone();
+        if let Some(day) = self.date(crate::model::BOOKING_DATE) {
+            booking.insert(crate::model::BOOKING_DATE.into(), json!(day));
+        }
+        json!({
+            "event": self.event, "couple": couple, "booking": booking, "journey": { "now": self.now },
+        })
     }
 }
 
@@ -676,6 +687,7 @@ mod tests {
             time_zone: "Europe/London".into(),
             dates: BTreeMap::new(),
             couple: Map::from_iter([("guests".to_owned(), json!(140))]),
+            booking: Map::new(),
             start_at: utc(start),
             events,
             until: None,

@@ -21,7 +21,7 @@ use crate::cron::check_cron;
 use crate::document::{JourneyDocument, MAX_EDGES, MAX_NODES, Node, check_id};
 use crate::model::{
     ClientAction, CrmUpdate, Decision, Email, EmailContent, HANDLE_TIMEOUT, MessageBody, NodeKind,
-    Notification, Outputs, Payment, Sms, Task, Trigger, VendorAction, Wait, Webhook,
+    Notification, Outputs, Payment, Sms, Subject, Task, Trigger, VendorAction, Wait, Webhook,
 };
 use wedsync_core::validate::ValidationErrors;
 
@@ -73,8 +73,9 @@ pub fn validate(doc: &JourneyDocument, mode: Mode) -> Result<(), ValidationError
     if doc.edges.len() > MAX_EDGES {
         errors.add("edges", format!("at most {MAX_EDGES} edges are allowed"));
     }
+    let subject = doc.subject();
     for node in &doc.nodes {
-        check_node_data(node, &mut errors);
+        check_node_data(node, subject, &mut errors);
     }
     let graph = Graph::build(doc, &mut errors);
     graph.check_triggers(doc, &mut errors);
@@ -455,9 +456,10 @@ fn strongly_connected(adjacency: &[Vec<usize>]) -> Vec<Vec<usize>> {
 }
 
 /// Checks a node's typed data, naming `nodes.<id>.data.<key>`.
-fn check_node_data(node: &Node, errors: &mut ValidationErrors) {
+fn check_node_data(node: &Node, subject: Subject, errors: &mut ValidationErrors) {
     let c = Check {
         prefix: format!("nodes.{}.data", node.id),
+        subject,
         errors,
     };
     c.node(&node.kind);
@@ -465,6 +467,8 @@ fn check_node_data(node: &Node, errors: &mut ValidationErrors) {
 
 struct Check<'a> {
     prefix: String,
+    /// What the journey is about: it decides which dates exist.
+    subject: Subject,
     errors: &'a mut ValidationErrors,
 }
 
@@ -559,8 +563,10 @@ impl Check<'_> {
             }
             Trigger::TimeDelay { after_seconds } => {
                 self.seconds("trigger.after_seconds", *after_seconds);
+                self.couple_only("time_delay");
             }
             Trigger::Cron { expression, .. } => {
+                self.couple_only("cron");
                 if let Err(e) = check_cron(expression) {
                     self.add(
                         "trigger.expression",
@@ -744,14 +750,31 @@ impl Check<'_> {
         }
     }
 
-    /// A date the hub keeps for a couple ([`crate::model::DATE_FIELDS`]).
+    /// A date the hub keeps for the journey's subject ([`Subject::date_fields`]).
     fn date_field(&mut self, key: &str, field: &str) {
-        if !crate::model::DATE_FIELDS.contains(&field) {
+        let known = self.subject.date_fields();
+        if known.contains(&field) {
+            return;
+        }
+        let message = if crate::model::DATE_FIELDS.contains(&field) {
+            format!("`{field}` is a booking's date: set the trigger's subject to `booking`")
+        } else {
+            format!(
+                "`{field}` is not a date the hub keeps; use one of: {}",
+                known.join(", ")
+            )
+        };
+        self.add(key, message);
+    }
+
+    /// Scheduled triggers that start per couple have no booking to start for.
+    fn couple_only(&mut self, kind: &str) {
+        if self.subject == Subject::Booking {
             self.add(
-                key,
+                "subject",
                 format!(
-                    "`{field}` is not a date the hub keeps for a couple; use one of: {}",
-                    crate::model::DATE_FIELDS.join(", ")
+                    "a `{kind}` trigger starts per couple; a journey about a booking starts from \
+                     an event, a payment, a form, `date_reached` on a date, or by hand"
                 ),
             );
         }

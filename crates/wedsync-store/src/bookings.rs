@@ -1,5 +1,8 @@
 //! Bookings. Every change is audited and emits `booking.created`, `booking.updated`,
-//! `booking.cancelled` (when the status becomes cancelled) or `booking.deleted`.
+//! `booking.cancelled` (when the status becomes cancelled) or `booking.deleted`. The journeys
+//! about a booking follow it in the same transaction: cancelled when it is cancelled,
+//! deleted or moved to another couple; their waits on `booking_date` recomputed when its
+//! start moves to another day.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
@@ -211,6 +214,49 @@ impl Store {
         Ok(paginate(rows, limit, |b| b.id.to_string()))
     }
 
+    /// Up to `limit` of the organisation's bookings that are not cancelled, after the id
+    /// `after`, in id order, each with its couple: for work that walks every booking in
+    /// batches (attaching scheduled journeys about bookings).
+    pub async fn bookings_batch(
+        &self,
+        org: &OrgId,
+        after: Option<&str>,
+        limit: u64,
+    ) -> StoreResult<Vec<(Booking, wedsync_core::couple::Couple)>> {
+        let mut q = booking::Entity::find()
+            .filter(booking::Column::OrgId.eq(org.to_string()))
+            .filter(booking::Column::Status.ne(BookingStatus::Cancelled.as_str()))
+            .order_by_asc(booking::Column::Id)
+            .limit(limit);
+        if let Some(after) = after {
+            q = q.filter(booking::Column::Id.gt(after.to_owned()));
+        }
+        let bookings = q
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(to_view)
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut ids: Vec<String> = bookings.iter().map(|b| b.couple_id.to_string()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let couples: std::collections::HashMap<String, wedsync_core::couple::Couple> =
+            couple::Entity::find()
+                .filter(couple::Column::Id.is_in(ids))
+                .all(self.connection())
+                .await?
+                .into_iter()
+                .map(|m| Ok((m.id.clone(), crate::couples::to_view(m)?)))
+                .collect::<StoreResult<_>>()?;
+        Ok(bookings
+            .into_iter()
+            .filter_map(|b| {
+                let c = couples.get(&b.couple_id.to_string())?.clone();
+                Some((b, c))
+            })
+            .collect())
+    }
+
     /// Changes a booking; `edit` gets the current couple and fields inside the transaction.
     pub async fn update_booking<F>(
         &self,
@@ -238,6 +284,7 @@ impl Store {
         }
         let cancelled = old_fields.status != BookingStatus::Cancelled
             && new_fields.status == BookingStatus::Cancelled;
+        let moved_start = old_fields.starts_at != new_fields.starts_at;
         let before = to_view(current.clone())?;
         let model = booking::Model {
             updated_at: to_micros(now),
@@ -248,6 +295,54 @@ impl Store {
             .await?;
         let after = to_view(model)?;
         let after_json = serde_json::to_value(&after).ok();
+        // The booking's journeys: they end when it is called off or handed to another
+        // couple, and their waits on its date follow a moved start, in this transaction.
+        let ended = if cancelled {
+            Some(format!("cancelled: the booking was cancelled by {actor}"))
+        } else if new_couple != old_couple {
+            Some(format!(
+                "cancelled: the booking was moved to another couple by {actor}"
+            ))
+        } else {
+            None
+        };
+        if let Some(reason) = ended {
+            crate::journeys::cancel_instances_in(
+                &tx,
+                org,
+                crate::journeys::Whose::Booking {
+                    couple: &old_couple.to_string(),
+                    booking: &id.to_string(),
+                },
+                now,
+                &reason,
+            )
+            .await?;
+        } else if moved_start
+            && let Some(c) = couple::Entity::find_by_id(new_couple.to_string())
+                .one(&tx)
+                .await?
+            && let Ok(zone) = wedsync_core::org::TimeZone::parse(&c.time_zone)
+        {
+            let (old_day, new_day) = (
+                wedsync_core::booking::local_date(before.starts_at, zone.tz()),
+                wedsync_core::booking::local_date(after.starts_at, zone.tz()),
+            );
+            if old_day != new_day {
+                crate::journeys::reschedule_waits(
+                    &tx,
+                    org,
+                    &new_couple,
+                    Some(id),
+                    "booking_date",
+                    new_day,
+                    &c.time_zone,
+                    c.wedding_date,
+                    now,
+                )
+                .await?;
+            }
+        }
         audit::append(
             &tx,
             org,
@@ -297,6 +392,18 @@ impl Store {
             .await?
             .ok_or(StoreError::NotFound)?;
         let before = to_view(current)?;
+        // Its journeys end with it.
+        crate::journeys::cancel_instances_in(
+            &tx,
+            org,
+            crate::journeys::Whose::Booking {
+                couple: &before.couple_id.to_string(),
+                booking: &id.to_string(),
+            },
+            now,
+            &format!("cancelled: the booking was deleted by {actor}"),
+        )
+        .await?;
         booking::Entity::delete_by_id(id.to_string())
             .exec(&tx)
             .await?;

@@ -88,7 +88,7 @@ pub(crate) fn couple_from_row(row: &sea_orm::QueryResult, prefix: &str) -> Store
     to_view(couple::Model::from_query_result(row, prefix)?)
 }
 
-fn to_view(m: couple::Model) -> StoreResult<Couple> {
+pub(crate) fn to_view(m: couple::Model) -> StoreResult<Couple> {
     let fields = to_fields(&m)?;
     Ok(Couple {
         id: m.id.parse().map_err(corrupt)?,
@@ -345,18 +345,49 @@ impl Store {
             },
         )
         .await?;
-        if date_changed {
-            // Journeys waiting on the wedding date follow it, in this same transaction.
+        let zone_changed = before.time_zone != after.time_zone;
+        if date_changed || zone_changed {
+            // Journeys waiting on the wedding date follow it, in this same transaction; a
+            // new time zone moves every couple-local instant, bookings' dates included.
             crate::journeys::reschedule_waits(
                 &tx,
                 org,
                 id,
+                None,
                 "wedding_date",
                 new_date,
                 after.time_zone.as_str(),
+                new_date,
                 now,
             )
             .await?;
+        }
+        if zone_changed {
+            let bookings = booking::Entity::find()
+                .filter(booking::Column::OrgId.eq(org.to_string()))
+                .filter(booking::Column::CoupleId.eq(id.to_string()))
+                .all(&tx)
+                .await?;
+            for b in bookings {
+                let (Ok(booking_id), Ok(zone)) = (
+                    b.id.parse::<wedsync_core::id::BookingId>(),
+                    wedsync_core::org::TimeZone::parse(after.time_zone.as_str()),
+                ) else {
+                    continue;
+                };
+                crate::journeys::reschedule_waits(
+                    &tx,
+                    org,
+                    id,
+                    Some(&booking_id),
+                    "booking_date",
+                    wedsync_core::booking::local_date(from_micros(b.starts_at), zone.tz()),
+                    after.time_zone.as_str(),
+                    new_date,
+                    now,
+                )
+                .await?;
+            }
         }
         let mut data = serde_json::json!({ "couple": after_json });
         if date_changed {
@@ -404,10 +435,10 @@ impl Store {
         }
         let before = to_view(current)?;
         // Their journeys end with them: nothing more may be sent to a deleted couple.
-        crate::journeys::cancel_couple_instances_in(
+        crate::journeys::cancel_instances_in(
             &tx,
             org,
-            &id.to_string(),
+            crate::journeys::Whose::Couple(&id.to_string()),
             now,
             &format!("cancelled: the couple was deleted by {actor}"),
         )

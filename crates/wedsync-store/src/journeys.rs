@@ -456,7 +456,11 @@ pub struct Instance {
     /// The couple.
     #[schema(value_type = String)]
     pub couple_id: wedsync_core::id::CoupleId,
-    /// What started it (`manual:…`, an event id…); one instance per journey, couple and key.
+    /// The booking, when the journey is about one of the couple's bookings.
+    #[schema(value_type = Option<String>)]
+    pub booking_id: Option<wedsync_core::id::BookingId>,
+    /// What started it (`manual:…`, an event id…); one instance per journey, subject
+    /// (couple, or booking) and key.
     pub trigger_key: String,
     /// `running`, `waiting`, `completed`, `skipped`, `blocked`, `cancelled`.
     pub status: String,
@@ -526,6 +530,9 @@ pub struct StepWork {
     pub instance: Instance,
     /// The couple.
     pub couple: wedsync_core::couple::Couple,
+    /// The booking, for an instance about one (`None` also when it has been deleted since:
+    /// deleting a booking cancels its instances, so only a stale job sees that).
+    pub booking: Option<wedsync_core::booking::Booking>,
     /// What started it (the trigger event, when there was one).
     pub context: serde_json::Value,
 }
@@ -535,7 +542,9 @@ pub struct StepWork {
 pub struct NewStart {
     /// The couple.
     pub couple: wedsync_core::id::CoupleId,
-    /// One instance per journey, couple and key.
+    /// The booking, for a journey about bookings.
+    pub booking: Option<wedsync_core::id::BookingId>,
+    /// One instance per journey, subject and key.
     pub trigger_key: String,
     /// `running` (the first step runs at `due_at`, or now) or `waiting` (the trigger waits
     /// until `due_at`, following `wait` when the date it refers to moves).
@@ -565,6 +574,10 @@ fn to_instance(row: &QueryResult) -> StoreResult<Instance> {
         couple_id: parse("couple_id")?
             .parse()
             .map_err(|e| corrupt(format!("{e:?}")))?,
+        booking_id: Some(parse("booking_id")?)
+            .filter(|b| !b.is_empty())
+            .map(|b| b.parse().map_err(|e| corrupt(format!("{e:?}"))))
+            .transpose()?,
         trigger_key: row.try_get("", "trigger_key")?,
         status: row.try_get("", "status")?,
         current_node: row.try_get("", "current_node")?,
@@ -595,27 +608,41 @@ fn to_step(row: &QueryResult) -> StoreResult<StepRecord> {
     })
 }
 
-/// Cancels `couple`'s running, waiting and paused instances inside the caller's transaction
-/// (the couple is being deleted), each with a `cancelled` step saying why. Their pending step
-/// jobs find them moved on and do nothing. Returns how many were cancelled.
-pub(crate) async fn cancel_couple_instances_in<C: ConnectionTrait>(
+/// Whose instances [`cancel_instances_in`] cancels.
+pub(crate) enum Whose<'a> {
+    /// All of a couple's, its bookings' included.
+    Couple(&'a str),
+    /// A booking's (the couple is given for the index).
+    Booking { couple: &'a str, booking: &'a str },
+}
+
+/// Cancels a couple's or a booking's running, waiting and paused instances inside the
+/// caller's transaction (it is being deleted, called off or moved), each with a `cancelled`
+/// step saying why. Their pending step jobs find them moved on and do nothing. Returns how
+/// many were cancelled.
+pub(crate) async fn cancel_instances_in<C: ConnectionTrait>(
     db: &C,
     org: &OrgId,
-    couple: &str,
+    whose: Whose<'_>,
     now: DateTime<Utc>,
     reason: &str,
 ) -> StoreResult<usize> {
+    let (couple, booking) = match whose {
+        Whose::Couple(c) => (c, None),
+        Whose::Booking { couple, booking } => (couple, Some(booking)),
+    };
     let rows = db
         .query_all_raw(stmt(
             db.get_database_backend(),
             "UPDATE journey_instances SET status = 'cancelled', step_seq = step_seq + 1, reason = $1, \
-             updated_at = $2 WHERE org_id = $3 AND couple_id = $4 \
+             updated_at = $2 WHERE org_id = $3 AND couple_id = $4 AND ($5 = '' OR booking_id = $5) \
              AND status IN ('running', 'waiting', 'paused') RETURNING id, step_seq, current_node",
             vec![
                 reason.into(),
                 to_micros(now).into(),
                 org.to_string().into(),
                 couple.into(),
+                booking.unwrap_or_default().into(),
             ],
         ))
         .await?;
@@ -719,13 +746,16 @@ pub fn step_priority(wedding: chrono::NaiveDate, zone: &str, now: DateTime<Utc>)
 }
 
 impl Store {
-    /// Starts `journey`'s published version for `couple`, once per `trigger_key`: a repeat
-    /// returns the existing instance (`false`). The first step runs through the queue.
+    /// Starts `journey`'s published version for `couple` (and `booking`, for a journey about
+    /// bookings: it must be the couple's), once per `trigger_key`: a repeat returns the
+    /// existing instance (`false`). The first step runs through the queue.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start_instance(
         &self,
         org: &OrgId,
         journey: &JourneyId,
         couple: &wedsync_core::id::CoupleId,
+        booking: Option<&wedsync_core::id::BookingId>,
         trigger_key: &str,
         trigger_node: &str,
         context: &serde_json::Value,
@@ -738,6 +768,19 @@ impl Store {
         }
         let now = self.clock().now();
         let couple_view = self.get_couple(org, couple).await?;
+        if let Some(booking) = booking {
+            let b = match self.get_booking(org, booking).await {
+                Err(StoreError::NotFound) => None,
+                other => Some(other?),
+            };
+            if b.is_none_or(|b| b.couple_id != *couple) {
+                return Err(StoreError::Invalid(ValidationErrors::single(
+                    "booking_id",
+                    "no such booking for this couple",
+                )));
+            }
+        }
+        let booking_key = booking.map(ToString::to_string).unwrap_or_default();
         let tx = self.write_tx().await?;
         let j = to_journey(&Self::journey_row(&tx, org, journey).await?)?;
         let Some(version) = j.published_version else {
@@ -748,8 +791,14 @@ impl Store {
         let existing = tx
             .query_one_raw(stmt(
                 self.backend(),
-                "SELECT * FROM journey_instances WHERE journey_id = $1 AND couple_id = $2 AND trigger_key = $3",
-                vec![journey.to_string().into(), couple.to_string().into(), trigger_key.into()],
+                "SELECT * FROM journey_instances WHERE journey_id = $1 AND couple_id = $2 AND booking_id = $3 \
+                 AND trigger_key = $4",
+                vec![
+                    journey.to_string().into(),
+                    couple.to_string().into(),
+                    booking_key.clone().into(),
+                    trigger_key.into(),
+                ],
             ))
             .await?;
         if let Some(row) = existing {
@@ -759,8 +808,8 @@ impl Store {
         tx.execute_raw(stmt(
             self.backend(),
             "INSERT INTO journey_instances (id, org_id, journey_id, version, couple_id, trigger_key, status, \
-             current_node, step_seq, wait, due_at, context, reason, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, 0, NULL, NULL, $8, NULL, $9, $9)",
+             current_node, step_seq, wait, due_at, context, reason, created_at, updated_at, booking_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, 0, NULL, NULL, $8, NULL, $9, $9, $10)",
             vec![
                 id.to_string().into(),
                 org.to_string().into(),
@@ -771,6 +820,7 @@ impl Store {
                 trigger_node.into(),
                 context.to_string().into(),
                 to_micros(now).into(),
+                booking_key.into(),
             ],
         ))
         .await?;
@@ -843,13 +893,14 @@ impl Store {
             for (start, id) in chunk.iter().zip(&ids) {
                 let p = values.len() + 1;
                 rows.push(format!(
-                    "(${p}, $1, $2, $3, ${}, ${}, ${}, $4, 0, ${}, ${}, ${}, NULL, $5, $5)",
+                    "(${p}, $1, $2, $3, ${}, ${}, ${}, $4, 0, ${}, ${}, ${}, NULL, $5, $5, ${})",
                     p + 1,
                     p + 2,
                     p + 3,
                     p + 4,
                     p + 5,
-                    p + 6
+                    p + 6,
+                    p + 7
                 ));
                 values.extend([
                     Value::from(id.clone()),
@@ -863,12 +914,17 @@ impl Store {
                         .map(to_micros)
                         .into(),
                     start.context.to_string().into(),
+                    start
+                        .booking
+                        .map(|b| b.to_string())
+                        .unwrap_or_default()
+                        .into(),
                 ]);
             }
             let sql = format!(
                 "INSERT INTO journey_instances (id, org_id, journey_id, version, couple_id, trigger_key, status, \
-                 current_node, step_seq, wait, due_at, context, reason, created_at, updated_at) VALUES {} \
-                 ON CONFLICT (journey_id, couple_id, trigger_key) DO NOTHING RETURNING id",
+                 current_node, step_seq, wait, due_at, context, reason, created_at, updated_at, booking_id) VALUES {} \
+                 ON CONFLICT (journey_id, couple_id, booking_id, trigger_key) DO NOTHING RETURNING id",
                 rows.join(", ")
             );
             let inserted: std::collections::HashSet<String> = tx
@@ -984,10 +1040,19 @@ impl Store {
         let couple = crate::couples::couple_from_row(&row, "c_")?;
         let context =
             serde_json::from_str(&row.try_get::<String>("", "context")?).map_err(corrupt)?;
+        let booking = match &inst.booking_id {
+            Some(b) => match self.get_booking(&org, b).await {
+                Ok(b) => Some(b),
+                Err(StoreError::NotFound) => None,
+                Err(e) => return Err(e),
+            },
+            None => None,
+        };
         Ok(Some(StepWork {
             org_id: org,
             instance: inst,
             couple,
+            booking,
             context,
         }))
     }
@@ -1238,17 +1303,21 @@ impl Store {
     }
 }
 
-/// Recomputes, inside the transaction that moves a couple's date, every waiting instance's
+/// Recomputes, inside the transaction that moves a couple's date (or a booking's, when
+/// `booking` is given: then only that booking's instances), every waiting instance's
 /// date-relative wait on that date: the wait's job moves (the old one becomes stale); a new
 /// instant already past follows the node's `if_passed` (`run_now`: continue at once;
 /// `skip`: the instance ends as skipped). Each decision is recorded in the history.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn reschedule_waits<C: ConnectionTrait>(
     db: &C,
     org: &OrgId,
     couple: &wedsync_core::id::CoupleId,
+    booking: Option<&wedsync_core::id::BookingId>,
     field: &str,
     new_date: chrono::NaiveDate,
     zone: &str,
+    wedding: chrono::NaiveDate,
     now: DateTime<Utc>,
 ) -> StoreResult<u64> {
     let backend = db.get_database_backend();
@@ -1265,6 +1334,9 @@ pub(crate) async fn reschedule_waits<C: ConnectionTrait>(
     let mut moved = 0;
     for row in &rows {
         let inst = to_instance(row)?;
+        if booking.is_some() && inst.booking_id.as_ref() != booking {
+            continue;
+        }
         // A paused instance keeps the wait it was paused in; its instant moves too (and
         // takes effect when it is resumed).
         let paused = inst.status == "paused";
@@ -1366,11 +1438,7 @@ pub(crate) async fn reschedule_waits<C: ConnectionTrait>(
         )
         .await?;
         if let Some(due) = due.filter(|_| !paused) {
-            let priority = if field == "wedding_date" {
-                step_priority(new_date, zone, due)
-            } else {
-                0
-            };
+            let priority = step_priority(wedding, zone, due);
             crate::queue::enqueue_in(
                 db,
                 now,
@@ -1400,12 +1468,13 @@ fn filter_matches(data: &serde_json::Value, filter: Option<&serde_json::Value>) 
     })
 }
 
-/// The trigger node of a published document that `event_type` with `data` starts, if any.
+/// The trigger node of a published document that `event_type` with `data` starts, if any,
+/// and whether its instances are about a booking (the trigger's `subject`).
 fn trigger_for(
     document: &serde_json::Value,
     event_type: &str,
     data: &serde_json::Value,
-) -> Option<String> {
+) -> Option<(String, bool)> {
     let nodes = document.get("nodes")?.as_array()?;
     let node = nodes
         .iter()
@@ -1432,45 +1501,66 @@ fn trigger_for(
         "payment_received" => event_type == "payment.completed",
         _ => false,
     };
+    let about_booking = node
+        .pointer("/data/subject")
+        .and_then(serde_json::Value::as_str)
+        == Some("booking");
     fires.then(|| {
         node.get("id")
             .and_then(serde_json::Value::as_str)
-            .map(str::to_owned)
+            .map(|id| (id.to_owned(), about_booking))
     })?
 }
 
 impl Store {
     /// Starts every published journey of `org` whose trigger `event_type` (with `data`)
-    /// fires, for `couple`, keyed by `event_key` so a redelivered or rerouted event starts
-    /// nothing twice. Returns the instances started now.
+    /// fires, for `couple` — or, for a journey about bookings, for the event's `booking`
+    /// (an event that names none starts no such journey) —, keyed by `event_key` so a
+    /// redelivered or rerouted event starts nothing twice. Returns the instances started now.
     pub async fn start_journeys_for_event(
         &self,
         org: &OrgId,
         event_type: &str,
         event_key: &str,
         couple: &wedsync_core::id::CoupleId,
+        booking: Option<&wedsync_core::id::BookingId>,
         data: &serde_json::Value,
     ) -> StoreResult<Vec<wedsync_core::id::JourneyInstanceId>> {
         let published = self.published_journeys(org).await?;
         // Instances already waiting for this event go on first.
-        self.resume_for_event(org, couple, event_type, event_key, data)
+        self.resume_for_event(org, couple, booking, event_type, event_key, data)
             .await?;
         let mut started = Vec::new();
         for (journey, _, document) in &published {
-            let Some(trigger_node) = trigger_for(document, event_type, data) else {
+            let Some((trigger_node, about_booking)) = trigger_for(document, event_type, data)
+            else {
                 continue;
             };
+            let subject_booking = if about_booking {
+                match booking {
+                    Some(b) => Some(b),
+                    None => continue,
+                }
+            } else {
+                None
+            };
             let context = serde_json::json!({ "type": event_type, "id": event_key, "data": data });
-            let (instance, created) = self
+            let start = self
                 .start_instance(
                     org,
                     journey,
                     couple,
+                    subject_booking,
                     &format!("event:{event_key}"),
                     &trigger_node,
                     &context,
                 )
-                .await?;
+                .await;
+            let (instance, created) = match start {
+                // The booking was deleted or moved to another couple since the event.
+                Err(StoreError::Invalid(_)) if subject_booking.is_some() => continue,
+                other => other?,
+            };
             if created {
                 started.push(instance.id);
             }
@@ -1484,7 +1574,7 @@ impl Store {
             .connection()
             .query_one_raw(stmt(
                 self.backend(),
-                "SELECT org_id, event_type, couple_id, data FROM events WHERE id = $1",
+                "SELECT org_id, event_type, couple_id, booking_id, data FROM events WHERE id = $1",
                 vec![event_id.into()],
             ))
             .await?;
@@ -1497,11 +1587,22 @@ impl Store {
             .parse()
             .map_err(|e| corrupt(format!("{e:?}")))?;
         let couple = couple.parse().map_err(|e| corrupt(format!("{e:?}")))?;
+        let booking: Option<wedsync_core::id::BookingId> = row
+            .try_get::<Option<String>>("", "booking_id")?
+            .map(|b| b.parse().map_err(|e| corrupt(format!("{e:?}"))))
+            .transpose()?;
         let data: serde_json::Value =
             serde_json::from_str(&row.try_get::<String>("", "data")?).unwrap_or_default();
         let event_type: String = row.try_get("", "event_type")?;
         Ok(self
-            .start_journeys_for_event(&org, &event_type, event_id, &couple, &data)
+            .start_journeys_for_event(
+                &org,
+                &event_type,
+                event_id,
+                &couple,
+                booking.as_ref(),
+                &data,
+            )
             .await?
             .len())
     }
@@ -1606,11 +1707,14 @@ impl Store {
 
     /// Resumes the couple's instances waiting for this event (a `wait` until an event, a
     /// payment, a form both partners must submit), in one transaction each; repeats of the
-    /// same event count once. Returns how many moved on.
+    /// same event count once. An instance about a booking is resumed only by events that
+    /// name no booking or its own (a payment for another booking does not count). Returns
+    /// how many moved on.
     pub async fn resume_for_event(
         &self,
         org: &OrgId,
         couple: &wedsync_core::id::CoupleId,
+        booking: Option<&wedsync_core::id::BookingId>,
         event_type: &str,
         event_key: &str,
         data: &serde_json::Value,
@@ -1619,13 +1723,21 @@ impl Store {
             .connection()
             .query_all_raw(stmt(
                 self.backend(),
-                "SELECT id FROM journey_instances WHERE org_id = $1 AND couple_id = $2 AND status = 'waiting'",
+                "SELECT id, booking_id FROM journey_instances WHERE org_id = $1 AND couple_id = $2 \
+                 AND status = 'waiting'",
                 vec![org.to_string().into(), couple.to_string().into()],
             ))
             .await?;
         let mut resumed = 0;
         for row in &rows {
             let id: String = row.try_get("", "id")?;
+            let own: String = row.try_get("", "booking_id")?;
+            if let Some(b) = booking
+                && !own.is_empty()
+                && own != b.to_string()
+            {
+                continue;
+            }
             let tx = self.write_tx().await?;
             let (inst, _) = self.instance_for_update(&tx, org, &id).await?;
             let Some(mut wait) = inst.wait.clone().filter(|_| inst.status == "waiting") else {

@@ -23,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_journeys::Migration),
             Box::new(m0007_journey_instances::Migration),
             Box::new(m0008_timers::Migration),
+            Box::new(m0009_booking_journeys::Migration),
         ]
     }
 }
@@ -1373,6 +1374,81 @@ mod m0008_timers {
                     Index::drop()
                         .name("ix_jobs_due")
                         .table(Alias::new("jobs"))
+                        .to_owned(),
+                )
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+mod m0009_booking_journeys {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0009_booking_journeys"
+        }
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // A journey instance may be about one of the couple's bookings. The column is
+            // empty, not NULL, for a couple's instance: a unique index treats NULLs as
+            // distinct on both backends, and the start key must hold for couple instances
+            // too. An empty string costs one byte per row and index entry.
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("journey_instances"))
+                        .add_column(string("booking_id").default(""))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name("ux_journey_instances_start")
+                        .table(Alias::new("journey_instances"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ux_journey_instances_subject",
+                    "journey_instances",
+                    &["journey_id", "couple_id", "booking_id", "trigger_key"],
+                    true,
+                ))
+                .await?;
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name("ux_journey_instances_subject")
+                        .table(Alias::new("journey_instances"))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ux_journey_instances_start",
+                    "journey_instances",
+                    &["journey_id", "couple_id", "trigger_key"],
+                    true,
+                ))
+                .await?;
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Alias::new("journey_instances"))
+                        .drop_column(Alias::new("booking_id"))
                         .to_owned(),
                 )
                 .await?;

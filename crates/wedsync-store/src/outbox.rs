@@ -143,7 +143,7 @@ pub fn publish_handler(store: Store) -> impl crate::worker::JobHandler {
 
 impl Store {
     /// Starts the journeys an outbox event triggers: the couple is the subject of `client.*`
-    /// events and `data.booking.couple_id` of `booking.*` ones.
+    /// events and `data.booking.couple_id` of `booking.*` ones, whose subject is the booking.
     pub async fn start_journeys_for_outbox(&self, event_id: &str) -> StoreResult<usize> {
         let Some(m) = outbox_event::Entity::find_by_id(event_id.to_owned())
             .one(self.connection())
@@ -166,18 +166,38 @@ impl Store {
             .org_id
             .parse()
             .map_err(|_| crate::StoreError::Conflict("stored outbox event is unreadable".into()))?;
-        if matches!(m.event_type.as_str(), "client.created" | "client.updated") {
-            // A new couple, or a moved date, may need the organisation's scheduled journeys.
+        let booking: Option<wedsync_core::id::BookingId> = m
+            .subject
+            .starts_with(wedsync_core::id::BookingId::PREFIX)
+            .then(|| m.subject.parse().ok())
+            .flatten();
+        if matches!(
+            m.event_type.as_str(),
+            "client.created" | "client.updated" | "booking.created" | "booking.updated"
+        ) {
+            // A new couple or booking, or a moved date, may need the organisation's scheduled
+            // journeys.
             let mut job = crate::queue::NewJob::new(
                 crate::journeys::COUPLE_KIND,
-                serde_json::json!({ "couple_id": couple, "created": m.event_type == "client.created" }),
+                serde_json::json!({
+                    "couple_id": couple,
+                    "booking_id": booking,
+                    "created": m.event_type == "client.created",
+                }),
             );
             job.org_id = Some(org);
             job.dedupe_key = Some(format!("couple:{event_id}"));
             self.enqueue(job).await?;
         }
         Ok(self
-            .start_journeys_for_event(&org, &m.event_type, event_id, &couple, &data)
+            .start_journeys_for_event(
+                &org,
+                &m.event_type,
+                event_id,
+                &couple,
+                booking.as_ref(),
+                &data,
+            )
             .await?
             .len())
     }

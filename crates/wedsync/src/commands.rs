@@ -336,6 +336,7 @@ fn journey(command: JourneyCommand) -> anyhow::Result<ExitCode> {
             file,
             wedding_date,
             time_zone,
+            booking_date,
             start,
             events,
             out,
@@ -353,8 +354,12 @@ fn journey(command: JourneyCommand) -> anyhow::Result<ExitCode> {
             let input = wedsync_journeys::SimulationInput {
                 wedding_date,
                 time_zone,
-                dates: Default::default(),
+                dates: booking_date
+                    .map(|d| (wedsync_journeys::BOOKING_DATE.to_owned(), d))
+                    .into_iter()
+                    .collect(),
                 couple: Default::default(),
+                booking: Default::default(),
                 start_at: start.unwrap_or_else(chrono::Utc::now),
                 events,
                 until: None,

@@ -83,6 +83,9 @@ enum JourneyCommand {
         /// The couple's IANA time zone
         #[arg(long, default_value = "Europe/London")]
         time_zone: String,
+        /// For a journey about a booking: the day the booking starts, e.g. 2027-09-17
+        #[arg(long)]
+        booking_date: Option<chrono::NaiveDate>,
         /// When the journey is attached (RFC 3339) [default: now]
         #[arg(long)]
         start: Option<chrono::DateTime<chrono::Utc>>,

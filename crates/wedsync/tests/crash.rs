@@ -601,6 +601,7 @@ async fn a_killed_node_finishes_every_journey_without_repeating_a_step() {
         .iter()
         .map(|c| wedsync_store::journeys::NewStart {
             couple: *c,
+            booking: None,
             trigger_key: "manual:crash".into(),
             status: "running".into(),
             due_at: None,

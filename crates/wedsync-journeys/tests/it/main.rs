@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+mod bookings;
 mod schedule;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -124,7 +125,15 @@ impl Ctx {
 
     async fn start(&self, journey: &JourneyId, key: &str) -> (Instance, bool) {
         self.store
-            .start_instance(&self.org, journey, &self.couple, key, "start", &json!({}))
+            .start_instance(
+                &self.org,
+                journey,
+                &self.couple,
+                None,
+                key,
+                "start",
+                &json!({}),
+            )
             .await
             .expect("start")
     }
@@ -521,6 +530,7 @@ async fn a_wait_for_an_event_resumes_on_the_event_and_a_persons_step_waits_to_be
             "form.submitted",
             "evt_1",
             &c.couple,
+            None,
             &json!({"form_id": "menu"}),
         )
         .await
@@ -532,6 +542,7 @@ async fn a_wait_for_an_event_resumes_on_the_event_and_a_persons_step_waits_to_be
             "form.submitted",
             "evt_2",
             &c.couple,
+            None,
             &json!({"form_id": "timeline"}),
         )
         .await
@@ -584,6 +595,7 @@ async fn a_wait_for_an_event_times_out_into_its_timeout_branch() {
             "form.submitted",
             "evt_9",
             &c.couple,
+            None,
             &json!({"form_id": "timeline"}),
         )
         .await

@@ -30,7 +30,7 @@ fn scheduled(trigger: Value) -> Value {
 }
 
 impl Ctx {
-    async fn add_couple(&self, name: &str, wedding: &str, zone: &str) -> CoupleId {
+    pub(super) async fn add_couple(&self, name: &str, wedding: &str, zone: &str) -> CoupleId {
         self.store
             .create_couple(
                 &self.org,
@@ -53,7 +53,7 @@ impl Ctx {
 
     /// Runs every due job of the hub's own kinds that journeys depend on (outbox events,
     /// publishing, couples, cron ticks, steps) until none is due. Returns the steps run.
-    async fn drain_all(&self) -> usize {
+    pub(super) async fn drain_all(&self) -> usize {
         let handlers: Vec<(&str, Box<dyn JobHandler>)> = vec![
             (
                 PUBLISH_KIND,
@@ -107,7 +107,7 @@ impl Ctx {
         panic!("jobs kept coming")
     }
 
-    async fn instances(&self, journey: &wedsync_core::id::JourneyId) -> Vec<Instance> {
+    pub(super) async fn instances(&self, journey: &wedsync_core::id::JourneyId) -> Vec<Instance> {
         self.store
             .list_instances(
                 &self.org,

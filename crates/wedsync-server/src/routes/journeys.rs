@@ -10,6 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use wedsync_core::id::JourneyId;
 use wedsync_core::org::Role;
+use wedsync_core::validate::ValidationErrors;
 use wedsync_journeys::{JourneyDocument, Mode, validate};
 use wedsync_store::StoreError;
 use wedsync_store::journeys::{Instance, Journey, JourneyVersion, StepRecord};
@@ -441,15 +442,22 @@ async fn simulate_journey(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartInput {
-    /// The couple (`cpl_…`).
-    #[schema(value_type = String)]
-    pub couple_id: wedsync_core::id::CoupleId,
+    /// The couple (`cpl_…`): required for a journey about couples; for one about bookings
+    /// it may be left out (the booking's couple) or must be the booking's.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub couple_id: Option<wedsync_core::id::CoupleId>,
+    /// The booking (`bkg_…`): required for a journey about bookings, refused otherwise.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub booking_id: Option<wedsync_core::id::BookingId>,
     /// Starting again with the same key returns the same instance (default `manual`).
     #[serde(default)]
     pub trigger_key: Option<String>,
 }
 
-/// Starts the published version for a couple, by hand; idempotent per trigger key.
+/// Starts the published version for a couple (or, for a journey about bookings, a booking),
+/// by hand; idempotent per trigger key.
 #[utoipa::path(post, path = "/v1/journeys/{id}/instances", tag = "journeys", params(("id" = String, Path, description = "jny_…")),
     request_body = StartInput,
     responses((status = 201, body = Instance), (status = 200, description = "already started with this key", body = Instance),
@@ -486,13 +494,52 @@ async fn start_instance(
     else {
         return Err(ApiError::conflict("the published version has no trigger"));
     };
+    let (couple, booking) = match (doc.subject(), input.booking_id) {
+        (wedsync_journeys::Subject::Couple, None) => (
+            input.couple_id.ok_or_else(|| {
+                ApiError::from(ValidationErrors::single("couple_id", "is required"))
+            })?,
+            None,
+        ),
+        (wedsync_journeys::Subject::Couple, Some(_)) => {
+            return Err(ValidationErrors::single(
+                "booking_id",
+                "this journey is about couples; start it with a couple_id alone",
+            )
+            .into());
+        }
+        (wedsync_journeys::Subject::Booking, None) => {
+            return Err(ValidationErrors::single(
+                "booking_id",
+                "this journey is about bookings: name the booking to start it for",
+            )
+            .into());
+        }
+        (wedsync_journeys::Subject::Booking, Some(b)) => {
+            let found = state
+                .store
+                .get_booking(&caller.0.org_id, &b)
+                .await
+                .map_err(|e| match e {
+                    StoreError::NotFound => ApiError::not_found("booking"),
+                    other => other.into(),
+                })?;
+            if input.couple_id.is_some_and(|c| c != found.couple_id) {
+                return Err(
+                    ValidationErrors::single("couple_id", "is not the booking's couple").into(),
+                );
+            }
+            (found.couple_id, Some(b))
+        }
+    };
     let key = format!("manual:{}", input.trigger_key.as_deref().unwrap_or("start"));
     let (instance, created) = state
         .store
         .start_instance(
             &caller.0.org_id,
             &id,
-            &input.couple_id,
+            &couple,
+            booking.as_ref(),
             &key,
             &trigger.id,
             &serde_json::json!({ "type": "manual" }),

@@ -366,3 +366,82 @@ async fn instances_are_started_by_hand_idempotently_inspected_and_cancelled() {
         .await
         .problem(404, "not-found");
 }
+
+#[tokio::test]
+async fn a_journey_about_bookings_is_started_by_hand_for_a_named_booking() {
+    let app = spawn_app().await;
+    let (_, key) = app.org("Lens & Lace").await;
+    let couple = app.couple(&key, "2027-09-18").await;
+    let other = app.couple(&key, "2027-10-02").await;
+    let booking = app
+        .booking(
+            &key,
+            &couple,
+            "2027-09-18T10:00:00Z",
+            "2027-09-18T20:00:00Z",
+        )
+        .await;
+    let document = json!({
+        "nodes": [
+            {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0},
+             "data": {"trigger": {"kind": "manual"}, "subject": "booking"}},
+            {"id": "eve", "type": "wait", "position": {"x": 0, "y": 1},
+             "data": {"mode": "until_date", "date": "booking_date", "offset_days": -1, "at": "18:00", "if_passed": "skip"}},
+            {"id": "done", "type": "end", "position": {"x": 0, "y": 2}, "data": {}}
+        ],
+        "edges": [
+            {"id": "a", "source": "start", "target": "eve"},
+            {"id": "b", "source": "eve", "target": "done"}
+        ],
+        "viewport": {"x": 0, "y": 0, "zoom": 1}
+    });
+    let created = app
+        .post(
+            &key,
+            "/v1/journeys",
+            json!({ "name": "Evening before", "document": document }),
+        )
+        .await;
+    let id = created.ok(201)["id"].as_str().expect("id").to_owned();
+    // The subject survives the save.
+    assert_eq!(
+        created.ok(201)["draft"]["nodes"][0]["data"]["subject"],
+        "booking",
+        "{}",
+        created.body
+    );
+    app.post(
+        &key,
+        &format!("/v1/journeys/{id}/publish"),
+        json!({ "revision": 1 }),
+    )
+    .await
+    .ok(201);
+    let path = format!("/v1/journeys/{id}/instances");
+    let field_of = |reply: &super::support::Reply| reply.body["errors"][0]["field"].clone();
+    let no_booking = app.post(&key, &path, json!({ "couple_id": couple })).await;
+    no_booking.problem(422, "validation");
+    assert_eq!(field_of(&no_booking), "booking_id");
+    let wrong_couple = app
+        .post(
+            &key,
+            &path,
+            json!({ "couple_id": other, "booking_id": booking }),
+        )
+        .await;
+    wrong_couple.problem(422, "validation");
+    assert_eq!(field_of(&wrong_couple), "couple_id");
+    app.post(
+        &key,
+        &path,
+        json!({ "booking_id": format!("bkg_{}", "0".repeat(32)) }),
+    )
+    .await
+    .problem(404, "not-found");
+    let started = app
+        .post(&key, &path, json!({ "booking_id": booking }))
+        .await;
+    let instance = started.ok(201).clone();
+    assert_eq!(instance["booking_id"], booking);
+    assert_eq!(instance["couple_id"], couple);
+}

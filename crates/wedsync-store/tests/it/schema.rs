@@ -28,7 +28,8 @@ async fn migrating_twice_is_a_no_op() {
             "m0005_notifications",
             "m0006_journeys",
             "m0007_journey_instances",
-            "m0008_timers"
+            "m0008_timers",
+            "m0009_booking_journeys"
         ]
     );
     assert!(store.migrate().await.expect("again").is_empty());
