@@ -301,3 +301,45 @@ fn stripe_amounts_are_integers_only_and_failed_uses_attempted_amount() {
     assert_eq!(out.events[0].data["amount_minor"], json!(null));
     assert_eq!(out.events[0].time, received_at());
 }
+
+#[test]
+fn stripe_events_of_one_payment_share_its_payment_id_and_an_unpaid_checkout_is_not_a_payment() {
+    let normalized = |body: &str| {
+        ok(&input(
+            Provider::Stripe,
+            "application/json",
+            body.as_bytes(),
+        ))
+    };
+    // One card payment, four events: each says which payment it is about.
+    for body in [
+        r#"{"id":"evt_1","type":"payment_intent.succeeded","data":{"object":{"id":"pi_9","amount_received":50000,"currency":"gbp"}}}"#,
+        r#"{"id":"evt_2","type":"charge.succeeded","data":{"object":{"id":"ch_9","payment_intent":"pi_9","amount":50000,"currency":"gbp"}}}"#,
+        r#"{"id":"evt_3","type":"checkout.session.completed","data":{"object":{"id":"cs_9","payment_intent":"pi_9","payment_status":"paid","amount_total":50000,"currency":"gbp"}}}"#,
+        r#"{"id":"evt_4","type":"invoice.paid","data":{"object":{"id":"in_9","payment_intent":{"id":"pi_9"},"amount_paid":50000,"currency":"gbp"}}}"#,
+    ] {
+        let out = normalized(body);
+        assert_eq!(out.events[0].event_type, "payment.completed", "{body}");
+        assert_eq!(out.events[0].data["payment_id"], json!("pi_9"), "{body}");
+    }
+    // A charge made without a payment intent is its own payment.
+    let legacy = normalized(
+        r#"{"id":"evt_5","type":"charge.succeeded","data":{"object":{"id":"ch_7","amount":100,"currency":"gbp"}}}"#,
+    );
+    assert_eq!(legacy.events[0].data["payment_id"], json!("ch_7"));
+    // A bank-debit checkout completes unpaid: not a payment yet; its async result is.
+    let unpaid = normalized(
+        r#"{"id":"evt_6","type":"checkout.session.completed","data":{"object":{"id":"cs_8","payment_intent":"pi_8","payment_status":"unpaid","amount_total":9000,"currency":"eur"}}}"#,
+    );
+    assert_eq!(unpaid.events[0].event_type, "stripe.raw");
+    let paid_later = normalized(
+        r#"{"id":"evt_7","type":"checkout.session.async_payment_succeeded","data":{"object":{"id":"cs_8","payment_intent":"pi_8","payment_status":"paid","amount_total":9000,"currency":"eur"}}}"#,
+    );
+    assert_eq!(paid_later.events[0].event_type, "payment.completed");
+    assert_eq!(paid_later.events[0].data["payment_id"], json!("pi_8"));
+    assert_eq!(paid_later.events[0].data["amount_minor"], json!(9000));
+    let failed_later = normalized(
+        r#"{"id":"evt_8","type":"checkout.session.async_payment_failed","data":{"object":{"id":"cs_8","payment_intent":"pi_8","payment_status":"unpaid","amount_total":9000,"currency":"eur"}}}"#,
+    );
+    assert_eq!(failed_later.events[0].event_type, "payment.failed");
+}

@@ -2,8 +2,8 @@
 //!
 //! | Stripe `type` | canonical |
 //! |---|---|
-//! | `payment_intent.succeeded`, `charge.succeeded`, `checkout.session.completed`, `invoice.paid` | `payment.completed` |
-//! | `payment_intent.payment_failed`, `charge.failed`, `invoice.payment_failed` | `payment.failed` |
+//! | `payment_intent.succeeded`, `charge.succeeded`, `checkout.session.completed` (when its `payment_status` is `paid`), `checkout.session.async_payment_succeeded`, `invoice.paid` | `payment.completed` |
+//! | `payment_intent.payment_failed`, `charge.failed`, `checkout.session.async_payment_failed`, `invoice.payment_failed` | `payment.failed` |
 //! | `charge.refunded` | `payment.refunded` |
 //! | anything else | `stripe.raw` (whole event as `data`) |
 //!
@@ -14,9 +14,16 @@
 //!   read for `stripe.raw` events too (e.g. `customer.updated`).
 //! - The dedupe key is `stripe:{id}`: Stripe redelivers an event with the same `evt_` id.
 //!
-//! Stripe sends one payment under several events (`payment_intent.succeeded` and
-//! `charge.succeeded` for the same card payment), so mapped `data` carries `payment_intent`
-//! and `provider_event_type` for subscribers that must count a payment once.
+//! A checkout completed with a delayed payment method (bank debits) has `payment_status`
+//! `unpaid`: nothing is paid yet, so it stays `stripe.raw`; its `async_payment_succeeded` or
+//! `async_payment_failed` follows.
+//!
+//! Stripe sends one payment under several events (`payment_intent.succeeded`,
+//! `charge.succeeded`, `checkout.session.completed`, `invoice.paid` for the same payment), so
+//! mapped `data` carries `payment_id` — the payment intent, the same in every event of one
+//! payment (the object's own id when it has none) — with `payment_intent` and
+//! `provider_event_type`, for subscribers that must count a payment once. Journeys do: they
+//! act on the first `payment.completed` of a `payment_id` only.
 
 use serde_json::{Map, Value, json};
 
@@ -49,15 +56,22 @@ impl AmountRule {
 }
 
 /// The mapping table above.
-fn canonical_type(stripe_type: &str) -> Option<(&'static str, AmountRule)> {
+fn canonical_type(stripe_type: &str, object: Option<&Value>) -> Option<(&'static str, AmountRule)> {
     Some(match stripe_type {
+        "checkout.session.completed"
+            if object.and_then(|o| str_at(o, "payment_status")) != Some("paid") =>
+        {
+            return None;
+        }
         "payment_intent.succeeded"
         | "charge.succeeded"
         | "checkout.session.completed"
+        | "checkout.session.async_payment_succeeded"
         | "invoice.paid" => ("payment.completed", AmountRule::Received),
-        "payment_intent.payment_failed" | "charge.failed" | "invoice.payment_failed" => {
-            ("payment.failed", AmountRule::Attempted)
-        }
+        "payment_intent.payment_failed"
+        | "charge.failed"
+        | "checkout.session.async_payment_failed"
+        | "invoice.payment_failed" => ("payment.failed", AmountRule::Attempted),
         "charge.refunded" => ("payment.refunded", AmountRule::Refunded),
         _ => return None,
     })
@@ -90,7 +104,7 @@ pub(crate) fn normalize(input: &Input<'_>) -> Result<Normalized, NormalizeError>
         None => (None, None),
     };
 
-    let (event_type, data) = match canonical_type(stripe_type) {
+    let (event_type, data) = match canonical_type(stripe_type, object) {
         Some((canonical, rule)) => {
             let object = object.ok_or_else(|| {
                 NormalizeError::Malformed(format!("stripe {stripe_type} event has no data.object"))
@@ -156,12 +170,21 @@ fn payment_data(stripe_type: &str, canonical: &str, rule: AmountRule, object: &V
     );
     // Lets subscribers tie a charge or invoice back to its payment intent and count one
     // payment once.
-    if let Some(pi) = object.get("payment_intent").and_then(|p| match p {
+    let payment_intent = object.get("payment_intent").and_then(|p| match p {
         Value::Object(_) => p.get("id").and_then(id_text),
         other => id_text(other),
-    }) {
+    });
+    let payment_id = if stripe_type.starts_with("payment_intent.") {
+        object.get("id").and_then(id_text)
+    } else {
+        payment_intent
+            .clone()
+            .or_else(|| object.get("id").and_then(id_text))
+    };
+    if let Some(pi) = payment_intent {
         data.insert("payment_intent".into(), json!(pi));
     }
+    data.insert("payment_id".into(), json!(payment_id));
     data.insert("provider_event_type".into(), json!(stripe_type));
     if canonical == "payment.failed" {
         // The decline reason is what a "please retry your payment" journey needs to say.
