@@ -608,6 +608,32 @@ fn to_step(row: &QueryResult) -> StoreResult<StepRecord> {
     })
 }
 
+/// The history output of a step an event moved: `{"event": <event id>}`.
+fn consumed_output(event_key: &str) -> serde_json::Value {
+    serde_json::json!({ "event": event_key })
+}
+
+/// Whether `event_key` already moved `instance` (a rerouted event, a retried job): one event
+/// moves an instance once, so it cannot satisfy the wait after the one it resumed.
+async fn consumed<C: ConnectionTrait>(
+    db: &C,
+    instance: &str,
+    event_key: &str,
+) -> StoreResult<bool> {
+    Ok(db
+        .query_one_raw(stmt(
+            db.get_database_backend(),
+            "SELECT 1 AS hit FROM journey_steps WHERE instance_id = $1 \
+             AND outcome IN ('resumed', 'progress', 'blocked') AND output = $2",
+            vec![
+                instance.into(),
+                consumed_output(event_key).to_string().into(),
+            ],
+        ))
+        .await?
+        .is_some())
+}
+
 /// Whose instances [`cancel_instances_in`] cancels.
 pub(crate) enum Whose<'a> {
     /// All of a couple's, its bookings' included.
@@ -1594,6 +1620,12 @@ impl Store {
         let data: serde_json::Value =
             serde_json::from_str(&row.try_get::<String>("", "data")?).unwrap_or_default();
         let event_type: String = row.try_get("", "event_type")?;
+        if !self
+            .first_of_occurrence(&org, event_id, &event_type, &data)
+            .await?
+        {
+            return Ok(0);
+        }
         Ok(self
             .start_journeys_for_event(
                 &org,
@@ -1605,6 +1637,64 @@ impl Store {
             )
             .await?
             .len())
+    }
+}
+
+impl Store {
+    /// Whether `event_id` is the first event of the business occurrence it reports, for the
+    /// occurrences a provider reports under several events: a `payment.completed` with a
+    /// `data.payment_id` (Stripe sends one payment as `payment_intent.succeeded`,
+    /// `charge.succeeded`, `checkout.session.completed`, `invoice.paid`). The first event to
+    /// ask claims the occurrence; asking again with the same event (a retried route job)
+    /// still says yes, so a failure after the claim loses nothing. Anything else is its own
+    /// occurrence.
+    async fn first_of_occurrence(
+        &self,
+        org: &OrgId,
+        event_id: &str,
+        event_type: &str,
+        data: &serde_json::Value,
+    ) -> StoreResult<bool> {
+        let Some(payment) = data
+            .get("payment_id")
+            .and_then(serde_json::Value::as_str)
+            .filter(|_| event_type == "payment.completed")
+        else {
+            return Ok(true);
+        };
+        let occurrence = format!("{event_type}:{payment}");
+        let tx = self.write_tx().await?;
+        tx.execute_raw(stmt(
+            self.backend(),
+            "INSERT INTO event_occurrences (org_id, occurrence, event_id, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, occurrence) DO NOTHING",
+            vec![
+                org.to_string().into(),
+                occurrence.clone().into(),
+                event_id.into(),
+                to_micros(self.clock().now()).into(),
+            ],
+        ))
+        .await?;
+        let first = tx
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT event_id FROM event_occurrences WHERE org_id = $1 AND occurrence = $2",
+                vec![org.to_string().into(), occurrence.clone().into()],
+            ))
+            .await?
+            .map(|r| r.try_get::<String>("", "event_id"))
+            .transpose()?;
+        tx.commit().await?;
+        let first = first.as_deref() == Some(event_id);
+        if !first {
+            tracing::info!(
+                event_id,
+                occurrence = occurrence.as_str(),
+                "journeys skip an event: an earlier event reported the same payment"
+            );
+        }
+        Ok(first)
     }
 }
 
@@ -1695,7 +1785,11 @@ impl Store {
                 at: now,
                 outcome: outcome.into(),
                 detail,
-                output: None,
+                // The event that moved it, so the same event never moves it again.
+                output: context
+                    .and_then(|c| c.get("id"))
+                    .and_then(serde_json::Value::as_str)
+                    .map(consumed_output),
             },
         )
         .await?;
@@ -1764,7 +1858,7 @@ impl Store {
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_owned)
                 .unwrap_or_else(|| event_key.to_owned());
-            if seen.contains(&who) {
+            if seen.contains(&who) || consumed(&tx, &id, event_key).await? {
                 continue;
             }
             seen.push(who);

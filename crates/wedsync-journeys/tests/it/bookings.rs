@@ -6,7 +6,6 @@
 
 use serde_json::{Value, json};
 use wedsync_core::booking::{Booking, BookingInput, BookingStatus};
-use wedsync_core::clock::Clock;
 use wedsync_core::id::CoupleId;
 use wedsync_core::notify::NotifyChannel::Email;
 
@@ -74,7 +73,10 @@ impl Ctx {
     }
 
     /// The emails' subjects as they will be rendered from the data the steps stored, sorted.
-    async fn subjects(&self, emails: &[wedsync_store::notify::Notification]) -> Vec<String> {
+    pub(super) async fn subjects(
+        &self,
+        emails: &[wedsync_store::notify::Notification],
+    ) -> Vec<String> {
         let mut subjects = Vec::new();
         for n in emails {
             let work = self
@@ -480,43 +482,23 @@ async fn a_provider_payment_naming_a_booking_starts_that_bookings_journey_and_th
     let day = c.book(&c.couple, "Full day", "2027-09-18T10:00:00Z").await;
     c.drain_all().await;
 
-    // A verified Stripe payment whose metadata named the wedding-day booking.
-    let source = wedsync_store::testing::source(
-        &c.store,
-        &c.org,
-        wedsync_core::source::Provider::Stripe,
-        "whsec_test",
-    )
-    .await
-    .expect("source");
-    let ingested = c
-        .store
-        .ingest(
-            wedsync_store::inbound::IncomingRequest {
-                source_id: source.id,
-                org_id: c.org,
-                headers: vec![],
-                content_type: "application/json".into(),
-                body: br#"{"id":"evt_pay"}"#.to_vec(),
-                dedupe_key: "stripe:evt_pay".into(),
-            },
-            vec![wedsync_store::inbound::NewEvent {
-                event_type: "payment.completed".into(),
-                subject: Some("pi_1".into()),
-                time: c.clock.now(),
-                data: json!({"amount_minor": 60000, "currency": "GBP"}),
-                couple_ref: None,
-                booking_ref: Some(day.id.to_string()),
-            }],
-        )
-        .await
-        .expect("ingest");
-    let wedsync_store::inbound::Ingested::Accepted { event_ids, .. } = ingested else {
-        panic!("accepted")
-    };
+    // A verified Stripe payment whose metadata named the wedding-day booking alone.
+    let mut body = super::payments::stripe(
+        "evt_pay",
+        "payment_intent.succeeded",
+        "pi_day",
+        60000,
+        &c.couple.to_string(),
+        Some(&day.id.to_string()),
+    );
+    body["data"]["object"]["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("wedsync_couple_id");
+    let event = c.stripe_event(body).await;
     for _ in 0..2 {
         c.store
-            .start_journeys_for_inbound(&event_ids[0])
+            .start_journeys_for_inbound(&event)
             .await
             .expect("journeys");
     }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 mod bookings;
+mod payments;
 mod schedule;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -26,6 +27,8 @@ struct Ctx {
     org: OrgId,
     couple: CoupleId,
     step: Box<dyn JobHandler>,
+    /// The Stripe source of `stripe_event`, made on first use.
+    stripe_source: std::sync::OnceLock<wedsync_core::id::SourceId>,
     _db: TestDb,
 }
 
@@ -103,6 +106,7 @@ async fn ctx(start: &str, wedding: &str) -> Ctx {
         clock,
         org,
         couple,
+        stripe_source: std::sync::OnceLock::new(),
         _db: db,
     }
 }

@@ -29,7 +29,8 @@ async fn migrating_twice_is_a_no_op() {
             "m0006_journeys",
             "m0007_journey_instances",
             "m0008_timers",
-            "m0009_booking_journeys"
+            "m0009_booking_journeys",
+            "m0010_event_occurrences"
         ]
     );
     assert!(store.migrate().await.expect("again").is_empty());
