@@ -200,6 +200,7 @@ impl Store {
             .is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MICROS)
         {
             // A failed refresh must not fail the request: last-used is informational.
+            let _turn = self.write_turn().await.ok();
             let refresh = api_key::Entity::update_many()
                 .col_expr(
                     api_key::Column::LastUsedAt,

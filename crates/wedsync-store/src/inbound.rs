@@ -454,6 +454,7 @@ impl Store {
 
     /// Records that an event was routed (the first time only).
     pub async fn mark_routed(&self, event_id: &str) -> StoreResult<()> {
+        let _turn = self.write_turn().await?;
         self.connection()
             .execute_raw(Statement::from_sql_and_values(
                 self.backend(),

@@ -455,26 +455,23 @@ impl Store {
             if ids.is_empty() {
                 return Ok(total);
             }
-            let marks = (1..=ids.len())
-                .map(|i| format!("${i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+            let marks = crate::queue::placeholders(1, ids.len());
             let values: Vec<sea_orm::Value> = ids
                 .iter()
                 .map(|id| sea_orm::Value::from(id.as_str()))
                 .collect();
             for (table, column) in children {
-                tx.execute_raw(sea_orm::Statement::from_sql_and_values(
+                tx.execute_raw(crate::sql::stmt(
                     backend,
-                    format!("DELETE FROM {table} WHERE {column} IN ({marks})"),
+                    &format!("DELETE FROM {table} WHERE {column} IN ({marks})"),
                     values.clone(),
                 ))
                 .await?;
             }
             total += tx
-                .execute_raw(sea_orm::Statement::from_sql_and_values(
+                .execute_raw(crate::sql::stmt(
                     backend,
-                    format!("DELETE FROM {parent} WHERE id IN ({marks})"),
+                    &format!("DELETE FROM {parent} WHERE id IN ({marks})"),
                     values,
                 ))
                 .await?

@@ -251,6 +251,7 @@ impl Store {
     /// Marks an event published if it was not already; returns whether this call did it.
     pub async fn mark_published(&self, event_id: &str) -> StoreResult<bool> {
         let now = to_micros(self.clock().now());
+        let _turn = self.write_turn().await?;
         let result = outbox_event::Entity::update_many()
             .col_expr(
                 outbox_event::Column::PublishedAt,

@@ -28,6 +28,9 @@ use crate::{Actor, Store, StoreError, StoreResult};
 /// The PostgreSQL channel idle workers listen on.
 pub const NOTIFY_CHANNEL: &str = "wedsync_jobs";
 
+/// Finished jobs deleted per statement by [`Store::prune_jobs`].
+pub const PRUNE_CHUNK: i64 = 5_000;
+
 /// Where a job stands.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
@@ -603,6 +606,7 @@ impl Store {
                    last_error = 'the worker running it stopped (lease expired)', \
                    run_at = $1, updated_at = $1, lease_owner = NULL, lease_expires_at = NULL \
                    WHERE state = 'running' AND lease_expires_at < $1";
+        let _turn = self.write_turn().await?;
         let reaped = self
             .connection()
             .execute_raw(stmt(self.backend(), sql, vec![now.into()]))
@@ -803,20 +807,35 @@ impl Store {
     }
 
     /// Deletes finished jobs: succeeded and discarded ones finished before `done_before`, dead
-    /// ones before `dead_before`. Returns how many went.
+    /// ones before `dead_before`, [`PRUNE_CHUNK`] per statement so that a backlog (after an
+    /// outage, a busy Saturday) never holds the write lock for long: other writers go
+    /// between the chunks. Returns how many went.
     pub async fn prune_jobs(
         &self,
         done_before: DateTime<Utc>,
         dead_before: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let sql = "DELETE FROM jobs WHERE (state IN ('succeeded', 'discarded') AND finished_at < $1) \
-                   OR (state = 'dead' AND finished_at < $2)";
-        let values: Vec<Value> = vec![to_micros(done_before).into(), to_micros(dead_before).into()];
-        Ok(self
-            .connection()
-            .execute_raw(stmt(self.backend(), sql, values))
-            .await?
-            .rows_affected())
+        let sql = "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE \
+                   (state IN ('succeeded', 'discarded') AND finished_at < $1) \
+                   OR (state = 'dead' AND finished_at < $2) LIMIT $3)";
+        let mut total = 0;
+        loop {
+            let values: Vec<Value> = vec![
+                to_micros(done_before).into(),
+                to_micros(dead_before).into(),
+                PRUNE_CHUNK.into(),
+            ];
+            let _turn = self.write_turn().await?;
+            let gone = self
+                .connection()
+                .execute_raw(stmt(self.backend(), sql, values))
+                .await?
+                .rows_affected();
+            total += gone;
+            if gone < PRUNE_CHUNK.unsigned_abs() {
+                return Ok(total);
+            }
+        }
     }
 
     /// PostgreSQL: vacuums (and analyzes) this schema's tables with many dead row versions,

@@ -729,6 +729,42 @@ async fn pruning_keeps_each_kind_of_finished_job_for_its_window() {
 }
 
 #[tokio::test]
+async fn a_backlog_of_finished_jobs_is_pruned_in_chunks_to_the_last_one() {
+    let c = ctx().await;
+    let chunk = usize::try_from(wedsync_store::queue::PRUNE_CHUNK).expect("chunk");
+    let n = 2 * chunk + 7;
+    c.store
+        .enqueue_many((0..n as i64).map(job).collect())
+        .await
+        .expect("enqueue");
+    let mut finished = 0;
+    loop {
+        let claimed = c
+            .store
+            .claim("w", KIND, 1000, TimeDelta::seconds(30))
+            .await
+            .expect("claim");
+        if claimed.is_empty() {
+            break;
+        }
+        let ids: Vec<String> = claimed.iter().map(|j| j.id.clone()).collect();
+        c.store.complete("w", &ids).await.expect("complete");
+        finished += ids.len();
+    }
+    assert_eq!(finished, n);
+    let kept = c.store.enqueue(job(-1)).await.expect("enqueue").id;
+    c.clock.advance(TimeDelta::days(8));
+    let now = c.clock_now();
+    let pruned = c
+        .store
+        .prune_jobs(now - TimeDelta::days(7), now - TimeDelta::days(30))
+        .await
+        .expect("prune");
+    assert_eq!(pruned, n as u64, "every chunk, the short last one included");
+    assert_eq!(job_state(&c.store, &kept).await.0, JobState::Ready);
+}
+
+#[tokio::test]
 async fn a_shared_rate_limit_holds_across_nodes() {
     let c = ctx().await;
     let other = Store::connect(&c.options(), Arc::new(c.clock.clone()))
