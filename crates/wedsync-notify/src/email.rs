@@ -210,7 +210,7 @@ fn settings_of(p: &ProviderWork) -> SmtpSettings {
 
 type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
-fn transport(s: &SmtpSettings) -> Result<Transport, String> {
+fn transport(s: &SmtpSettings, ip: std::net::IpAddr) -> Result<Transport, String> {
     let tls_parameters = || {
         let mut b = TlsParameters::builder(s.host.clone());
         if let Some(pem) = &s.ca_pem {
@@ -225,7 +225,7 @@ fn transport(s: &SmtpSettings) -> Result<Transport, String> {
         "tls" => Tls::Wrapper(tls_parameters()?),
         _ => Tls::Required(tls_parameters()?),
     };
-    let mut builder = Transport::builder_dangerous(&s.host)
+    let mut builder = Transport::builder_dangerous(ip.to_string())
         .port(s.port)
         .tls(tls)
         .timeout(Some(Duration::from_millis(s.timeout_ms)))
@@ -236,9 +236,10 @@ fn transport(s: &SmtpSettings) -> Result<Transport, String> {
     Ok(builder.build())
 }
 
-/// SMTP transports, one pool per provider, rebuilt when its settings change.
+/// SMTP transports, one pool per provider, rebuilt when its settings or its server's checked
+/// address change.
 pub struct SmtpPool {
-    transports: Mutex<HashMap<ProviderId, (SmtpSettings, Transport)>>,
+    transports: Mutex<HashMap<ProviderId, (SmtpSettings, std::net::IpAddr, Transport)>>,
     policy: SsrfPolicy,
 }
 
@@ -257,53 +258,70 @@ impl SmtpPool {
         }
     }
 
-    fn get(&self, p: &ProviderWork) -> Result<Transport, String> {
+    /// The transport of provider `p` connecting to `ip`, the address just checked: connecting
+    /// by name would resolve it again, and a DNS answer that changed in between (rebinding)
+    /// could reach an address the policy refuses. TLS still verifies the configured name.
+    fn get(&self, p: &ProviderWork, ip: std::net::IpAddr) -> Result<Transport, String> {
         let settings = settings_of(p);
         let mut map = self
             .transports
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((s, t)) = map.get(&p.id)
+        if let Some((s, at, t)) = map.get(&p.id)
             && *s == settings
+            && *at == ip
         {
             return Ok(t.clone());
         }
-        let t = transport(&settings)?;
-        map.insert(p.id, (settings, t.clone()));
+        let t = transport(&settings, ip)?;
+        map.insert(p.id, (settings, ip, t.clone()));
         Ok(t)
     }
 
     /// Sends `email` through provider `p`.
     pub async fn send(&self, p: &ProviderWork, email: &Email) -> SmtpResult {
         let settings = settings_of(p);
-        match tokio::net::lookup_host((settings.host.as_str(), settings.port)).await {
-            Ok(addrs) => {
-                for addr in addrs {
-                    if let Err(refusal) = self.policy.check_ip(addr.ip()) {
-                        return SmtpResult::Permanent(format!("smtp host refused: {refusal}"));
-                    }
+        // Every address the name has must be allowed; the connection goes to them in the
+        // resolver's order, the next one only when the last could not be reached at all.
+        let addrs: Vec<std::net::IpAddr> =
+            match tokio::net::lookup_host((settings.host.as_str(), settings.port)).await {
+                Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+                Err(e) => {
+                    return SmtpResult::Transient(format!("resolving {}: {e}", settings.host));
                 }
-            }
-            Err(e) => {
-                return SmtpResult::Transient(format!("resolving {}: {e}", settings.host));
+            };
+        for ip in &addrs {
+            if let Err(refusal) = self.policy.check_ip(*ip) {
+                return SmtpResult::Permanent(format!("smtp host refused: {refusal}"));
             }
         }
         let message = match build(email) {
             Ok(m) => m,
             Err(e) => return SmtpResult::Permanent(format!("building the message: {e}")),
         };
-        let transport = match self.get(p) {
-            Ok(t) => t,
-            Err(e) => return SmtpResult::Permanent(e),
-        };
-        match transport.send(message).await {
-            Ok(response) => SmtpResult::Accepted(format!(
-                "{} {}",
-                response.code(),
-                response.message().collect::<Vec<_>>().join(" ")
-            )),
-            Err(e) if e.is_permanent() => SmtpResult::Permanent(e.to_string()),
-            Err(e) => SmtpResult::Transient(e.to_string()),
+        let mut outcome =
+            SmtpResult::Transient(format!("resolving {}: no addresses", settings.host));
+        for ip in addrs {
+            let transport = match self.get(p, ip) {
+                Ok(t) => t,
+                Err(e) => return SmtpResult::Permanent(e),
+            };
+            outcome = match transport.send(message.clone()).await {
+                Ok(response) => {
+                    return SmtpResult::Accepted(format!(
+                        "{} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    ));
+                }
+                Err(e) if e.is_permanent() => return SmtpResult::Permanent(e.to_string()),
+                // The server answered: another address of it would answer the same.
+                Err(e) if e.is_response() || e.is_transient() => {
+                    return SmtpResult::Transient(e.to_string());
+                }
+                Err(e) => SmtpResult::Transient(format!("{ip}: {e}")),
+            };
         }
+        outcome
     }
 }

@@ -128,3 +128,15 @@ impl FromRequestParts<AppState> for Caller {
         }
     }
 }
+
+/// The `Idempotency-Key` request header, when there is one (it must be visible ASCII: 400
+/// otherwise).
+pub fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))
+        })
+        .transpose()
+}

@@ -11,7 +11,7 @@
 //! PostgreSQL; SQLite writers are serialised anyway) the window's count is read and the
 //! notification marked counted, so concurrent workers cannot overshoot a quota.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, QueryResult, Value};
@@ -1138,17 +1138,32 @@ impl Store {
 
     /// Creates one notification per recipient from a shared request, in transactions of
     /// [`BULK_CHUNK`]; every one is sent through the same limits as a single send. Returns
-    /// the ids in recipient order.
+    /// the ids in recipient order and how many were created now.
+    ///
+    /// With an idempotency key (honoured for `window`), recipient `i` gets the key
+    /// `<key>#<i>`: a retry after a failure part-way (some chunks committed, then an error)
+    /// finds the notifications already created and creates only the rest, so nobody gets the
+    /// message twice. A recipient whose request differs from the first time is a conflict.
     pub async fn create_bulk(
         &self,
         org: &OrgId,
         template: NotificationInput,
         recipients: Vec<(Recipient, Option<serde_json::Value>)>,
-    ) -> StoreResult<Vec<NotificationId>> {
+        idempotency_key: Option<&str>,
+        window: TimeDelta,
+    ) -> StoreResult<(Vec<NotificationId>, usize)> {
         if recipients.is_empty() || recipients.len() > BULK_MAX {
             return Err(StoreError::Invalid(ValidationErrors::single(
                 "recipients",
                 format!("1 to {BULK_MAX} recipients"),
+            )));
+        }
+        if let Some(k) = idempotency_key
+            && (k.is_empty() || k.len() > 240)
+        {
+            return Err(StoreError::Invalid(ValidationErrors::single(
+                "Idempotency-Key",
+                "a bulk send's idempotency key is 1 to 240 characters",
             )));
         }
         let now = self.clock().now();
@@ -1167,40 +1182,106 @@ impl Store {
                 }
                 one.data = Some(merged);
             }
+            let key = idempotency_key.map(|k| {
+                let hash = hex::encode(Sha256::digest(format!("{one:?}").as_bytes()));
+                (format!("{k}#{i}"), hash)
+            });
             match prepare(one, now, &format!("recipients[{i}]")) {
-                Ok(p) => prepared.push(p),
+                Ok(p) => prepared.push((p, key)),
                 Err(e) => errors.0.extend(e.0),
             }
         }
         errors.into_result(())?;
         let mut ids = Vec::with_capacity(prepared.len());
+        let mut created = 0;
         for chunk in prepared.chunks(BULK_CHUNK) {
             let tx = self.write_tx().await?;
-            if let Some(first) = chunk.first() {
+            let earlier = Self::bulk_earlier(&tx, org, chunk, now - window).await?;
+            if let Some((first, _)) = chunk.first() {
                 Self::check_refs(&tx, org, first, "").await?;
             }
             let priority = match chunk.first() {
-                Some(p) => Self::wedding_today_priority_of(&tx, p.couple_id.as_ref(), now).await?,
+                Some((p, _)) => {
+                    Self::wedding_today_priority_of(&tx, p.couple_id.as_ref(), now).await?
+                }
                 None => 0,
             };
-            for p in chunk {
+            for (p, key) in chunk {
+                if let Some((k, hash)) = key
+                    && let Some((id, earlier_hash)) = earlier.get(k)
+                {
+                    if earlier_hash.as_deref() != Some(hash.as_str()) {
+                        return Err(StoreError::Conflict(format!(
+                            "this Idempotency-Key was used for a different request (recipient {})",
+                            k.rsplit('#').next().unwrap_or_default()
+                        )));
+                    }
+                    ids.push(id.parse().map_err(|_| {
+                        StoreError::Conflict("stored notification id is unreadable".into())
+                    })?);
+                    continue;
+                }
                 ids.push(
                     Self::insert_notification(
                         &tx,
                         org,
                         p,
                         &Links::default(),
-                        None,
+                        key.as_ref().map(|(k, h)| (k.as_str(), h.as_str())),
                         now,
                         Some(priority),
                     )
                     .await?,
                 );
+                created += 1;
             }
             tx.commit().await?;
         }
         self.wake_workers();
-        Ok(ids)
+        Ok((ids, created))
+    }
+
+    /// The notifications an earlier bulk send created under this chunk's keys since `since`
+    /// (`key → (id, request hash)`); older ones give their key up, so it can be used again.
+    async fn bulk_earlier(
+        tx: &DatabaseTransaction,
+        org: &OrgId,
+        chunk: &[(Prepared, Option<(String, String)>)],
+        since: DateTime<Utc>,
+    ) -> StoreResult<HashMap<String, (String, Option<String>)>> {
+        let keys: Vec<Value> = chunk
+            .iter()
+            .filter_map(|(_, k)| k.as_ref().map(|(k, _)| Value::from(k.clone())))
+            .collect();
+        let mut found = HashMap::new();
+        if keys.is_empty() {
+            return Ok(found);
+        }
+        let backend = tx.get_database_backend();
+        let sql = format!(
+            "SELECT id, idempotency_key, idempotency_hash, created_at FROM notifications \
+             WHERE org_id = $1 AND idempotency_key IN ({})",
+            crate::queue::placeholders(2, keys.len())
+        );
+        let mut values = vec![Value::from(org.to_string())];
+        values.extend(keys);
+        for row in tx.query_all_raw(stmt(backend, &sql, values)).await? {
+            let id: String = row.try_get("", "id")?;
+            if from_micros(row.try_get("", "created_at")?) < since {
+                tx.execute_raw(stmt(
+                    backend,
+                    "UPDATE notifications SET idempotency_key = NULL WHERE id = $1",
+                    vec![id.into()],
+                ))
+                .await?;
+                continue;
+            }
+            found.insert(
+                row.try_get("", "idempotency_key")?,
+                (id, row.try_get("", "idempotency_hash")?),
+            );
+        }
+        Ok(found)
     }
 
     /// One notification with its history.
@@ -1988,6 +2069,7 @@ impl Store {
 
     /// Deletes a template.
     pub async fn delete_template(&self, org: &OrgId, id: &str) -> StoreResult<()> {
+        let _turn = self.write_turn().await?;
         let done = self
             .connection()
             .execute_raw(stmt(

@@ -1361,6 +1361,97 @@ async fn resend_delivery_reports_through_the_inbound_gateway_update_the_notifica
 }
 
 #[tokio::test]
+async fn a_bulk_send_retried_with_its_key_after_a_partial_commit_creates_only_the_rest() {
+    let c = ctx("2027-06-15T10:00:00Z", "professional").await;
+    let message = NotificationInput {
+        channel: Some(NotifyChannel::Email),
+        subject: Some("Open day".into()),
+        text: Some("Hi {{ recipient.first_name }}".into()),
+        ..Default::default()
+    };
+    let guests = |n: usize| -> Vec<(Recipient, Option<Value>)> {
+        (0..n)
+            .map(|i| (email_to(&format!("guest{i}@example.com")), None))
+            .collect()
+    };
+    let window = TimeDelta::hours(24);
+    // The first attempt got its first transaction (50 recipients) committed, then failed:
+    // as far as the store is concerned, the first 50 of the 60 exist under the key.
+    let (first, created) = c
+        .store
+        .create_bulk(
+            &c.org,
+            message.clone(),
+            guests(50),
+            Some("open-day"),
+            window,
+        )
+        .await
+        .expect("first chunk");
+    assert_eq!(created, 50);
+    // The retry of the whole request creates the 10 that are missing, and no one twice.
+    let (all, created) = c
+        .store
+        .create_bulk(
+            &c.org,
+            message.clone(),
+            guests(60),
+            Some("open-day"),
+            window,
+        )
+        .await
+        .expect("retry");
+    assert_eq!((all.len(), created), (60, 10));
+    assert_eq!(all[..50], first[..]);
+    let (again, created) = c
+        .store
+        .create_bulk(
+            &c.org,
+            message.clone(),
+            guests(60),
+            Some("open-day"),
+            window,
+        )
+        .await
+        .expect("again");
+    assert_eq!((again, created), (all.clone(), 0));
+    let stored = c
+        .store
+        .list_notifications(
+            &c.org,
+            &NotificationFilter::default(),
+            &PageRequest {
+                limit: Some(100),
+                after: None,
+            },
+        )
+        .await
+        .expect("list")
+        .data;
+    assert_eq!(stored.len(), 60, "one per recipient");
+    // A recipient whose request changed under the same key is a conflict, and nothing of
+    // that chunk is written.
+    let mut changed = guests(60);
+    changed[55].0.email = Some("someone.else@example.com".into());
+    let refused = c
+        .store
+        .create_bulk(&c.org, message.clone(), changed, Some("open-day"), window)
+        .await;
+    assert!(
+        matches!(&refused, Err(wedsync_store::StoreError::Conflict(m)) if m.contains("recipient 55")),
+        "{refused:?}"
+    );
+    // After the window the key is free again: a new send.
+    c.advance(TimeDelta::hours(25));
+    let (_, created) = c
+        .store
+        .create_bulk(&c.org, message, guests(2), Some("open-day"), window)
+        .await
+        .expect("a new send");
+    assert_eq!(created, 2);
+}
+
+#[tokio::test]
 async fn a_bulk_send_makes_one_notification_per_recipient_and_each_respects_the_quota() {
     let c = ctx("2027-06-15T10:00:00Z", "free").await;
     let (standin, base) = StandIn::start().await;
@@ -1392,12 +1483,18 @@ async fn a_bulk_send_makes_one_notification_per_recipient_and_each_respects_the_
             )
         })
         .collect();
-    let ids = c
+    let (ids, created) = c
         .store
-        .create_bulk(&c.org, message.clone(), recipients)
+        .create_bulk(
+            &c.org,
+            message.clone(),
+            recipients,
+            None,
+            TimeDelta::hours(24),
+        )
         .await
         .expect("bulk");
-    assert_eq!(ids.len(), 60);
+    assert_eq!((ids.len(), created), (60, 60));
     c.drain().await;
     assert_eq!(c.listed("sent").await.len(), 10);
     let blocked = c
@@ -1441,8 +1538,10 @@ async fn a_bulk_send_makes_one_notification_per_recipient_and_each_respects_the_
             None,
         ),
     ];
-    let Err(wedsync_store::StoreError::Invalid(e)) =
-        c.store.create_bulk(&c.org, message, bad).await
+    let Err(wedsync_store::StoreError::Invalid(e)) = c
+        .store
+        .create_bulk(&c.org, message, bad, None, TimeDelta::hours(24))
+        .await
     else {
         panic!("refused")
     };

@@ -432,13 +432,7 @@ async fn create_message(
     ApiJson(input): ApiJson<MessageInput>,
 ) -> ApiResult<(StatusCode, Json<Message>)> {
     caller.require(Role::Editor)?;
-    let key = match headers.get("idempotency-key") {
-        Some(v) => Some(
-            v.to_str()
-                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?,
-        ),
-        None => None,
-    };
+    let key = crate::extract::idempotency_key(&headers)?;
     let (message, created) = state
         .store
         .create_message(

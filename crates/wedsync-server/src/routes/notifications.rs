@@ -152,13 +152,7 @@ async fn send_notification(
     ApiJson(input): ApiJson<NotificationInput>,
 ) -> ApiResult<(StatusCode, Json<Notification>)> {
     caller.require(Role::Editor)?;
-    let key = headers
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))
-        })
-        .transpose()?;
+    let key = crate::extract::idempotency_key(&headers)?;
     let (n, created) = state
         .store
         .create_notification(
@@ -204,26 +198,41 @@ pub struct BulkCreated {
     pub ids: Vec<String>,
 }
 
-/// Sends one message to many recipients.
+/// Sends one message to many recipients; with an `Idempotency-Key` (honoured for 24 hours)
+/// a retry creates only what the first attempt did not (each recipient at most once).
 #[utoipa::path(post, path = "/v1/notifications/bulk", tag = "notifications", request_body = BulkInput,
-    responses((status = 202, body = BulkCreated), (status = 422, body = Problem)))]
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeat-safe key, 24 hours")),
+    responses((status = 202, body = BulkCreated), (status = 200, description = "an earlier request with the same key created them all", body = BulkCreated),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
 async fn send_bulk(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     ApiJson(input): ApiJson<BulkInput>,
 ) -> ApiResult<(StatusCode, Json<BulkCreated>)> {
     caller.require(Role::Editor)?;
+    let key = crate::extract::idempotency_key(&headers)?;
     let recipients = input
         .recipients
         .into_iter()
         .map(|r| (r.to, r.data))
         .collect();
-    let ids = state
+    let (ids, created) = state
         .store
-        .create_bulk(&caller.0.org_id, input.message, recipients)
+        .create_bulk(
+            &caller.0.org_id,
+            input.message,
+            recipients,
+            key,
+            state.settings.idempotency_window,
+        )
         .await?;
     Ok((
-        StatusCode::ACCEPTED,
+        if created == 0 {
+            StatusCode::OK
+        } else {
+            StatusCode::ACCEPTED
+        },
         Json(BulkCreated {
             ids: ids.iter().map(ToString::to_string).collect(),
         }),

@@ -418,3 +418,33 @@ async fn the_inbox_stream_delivers_stored_messages_and_resumes_after_the_last_on
         "resumes after the last seen: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_bulk_send_with_an_idempotency_key_is_repeat_safe() {
+    let app = spawn_app_with(settings()).await;
+    let (_, key) = app.org("Lens & Lace").await;
+    let send = |body: serde_json::Value| {
+        app.client
+            .post(format!("{}/v1/notifications/bulk", app.base))
+            .bearer_auth(&key)
+            .header("idempotency-key", "open-day-2027")
+            .json(&body)
+            .send()
+    };
+    let body = |second: &str| {
+        json!({
+            "message": { "channel": "email", "subject": "Open day", "text": "Hi" },
+            "recipients": [ { "to": { "email": "a@example.com" } }, { "to": { "email": second } } ]
+        })
+    };
+    let first = send(body("b@example.com")).await.expect("send");
+    assert_eq!(first.status(), 202);
+    let first: serde_json::Value = first.json().await.expect("json");
+    let again = send(body("b@example.com")).await.expect("send");
+    assert_eq!(again.status(), 200, "nothing new was created");
+    let again: serde_json::Value = again.json().await.expect("json");
+    assert_eq!(again["ids"], first["ids"]);
+    let clash = send(body("c@example.com")).await.expect("send");
+    assert_eq!(clash.status(), 409);
+    assert_eq!(clash.headers()["content-type"], "application/problem+json");
+}
