@@ -480,6 +480,17 @@ pub struct Instance {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Which of a journey's instances to list.
+#[derive(Debug, Clone, Default)]
+pub struct InstanceFilter {
+    /// Only this couple's (their bookings' included).
+    pub couple_id: Option<wedsync_core::id::CoupleId>,
+    /// Only this booking's.
+    pub booking_id: Option<wedsync_core::id::BookingId>,
+    /// Only in this status.
+    pub status: Option<String>,
+}
+
 /// One entry in an instance's history.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StepRecord {
@@ -1300,26 +1311,39 @@ impl Store {
         ))
     }
 
-    /// A journey's instances, oldest first.
+    /// A journey's instances, oldest first, optionally only a couple's, a booking's, or
+    /// those in one status.
     pub async fn list_instances(
         &self,
         org: &OrgId,
         journey: &JourneyId,
+        filter: &InstanceFilter,
         page: &PageRequest,
     ) -> StoreResult<Page<Instance>> {
         let limit = page.limit();
+        let mut sql = String::from(
+            "SELECT * FROM journey_instances WHERE org_id = $1 AND journey_id = $2 AND id > $3",
+        );
+        let mut values: Vec<Value> = vec![
+            org.to_string().into(),
+            journey.to_string().into(),
+            page.after.clone().unwrap_or_default().into(),
+        ];
+        for (column, value) in [
+            ("couple_id", filter.couple_id.map(|c| c.to_string())),
+            ("booking_id", filter.booking_id.map(|b| b.to_string())),
+            ("status", filter.status.clone()),
+        ] {
+            if let Some(v) = value {
+                values.push(v.into());
+                sql.push_str(&format!(" AND {column} = ${}", values.len()));
+            }
+        }
+        values.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
+        sql.push_str(&format!(" ORDER BY id LIMIT ${}", values.len()));
         let rows = self
             .connection()
-            .query_all_raw(stmt(
-                self.backend(),
-                "SELECT * FROM journey_instances WHERE org_id = $1 AND journey_id = $2 AND id > $3 ORDER BY id LIMIT $4",
-                vec![
-                    org.to_string().into(),
-                    journey.to_string().into(),
-                    page.after.clone().unwrap_or_default().into(),
-                    i64::try_from(limit + 1).unwrap_or(i64::MAX).into(),
-                ],
-            ))
+            .query_all_raw(stmt(self.backend(), &sql, values))
             .await?;
         let items = rows
             .iter()

@@ -475,7 +475,12 @@ async fn a_booking_created_through_the_api_starts_its_journey_once_for_the_coupl
     }
     let instances = c
         .store
-        .list_instances(&c.org, &journey, &PageRequest::default())
+        .list_instances(
+            &c.org,
+            &journey,
+            &Default::default(),
+            &PageRequest::default(),
+        )
         .await
         .expect("list")
         .data;

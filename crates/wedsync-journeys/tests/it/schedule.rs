@@ -112,6 +112,7 @@ impl Ctx {
             .list_instances(
                 &self.org,
                 journey,
+                &Default::default(),
                 &PageRequest {
                     limit: Some(100),
                     after: None,

@@ -13,7 +13,7 @@ use wedsync_core::org::Role;
 use wedsync_core::validate::ValidationErrors;
 use wedsync_journeys::{JourneyDocument, Mode, validate};
 use wedsync_store::StoreError;
-use wedsync_store::journeys::{Instance, Journey, JourneyVersion, StepRecord};
+use wedsync_store::journeys::{Instance, InstanceFilter, Journey, JourneyVersion, StepRecord};
 
 use super::{ListResponse, Paging, path_id};
 use crate::AppState;
@@ -559,22 +559,78 @@ async fn start_instance(
     ))
 }
 
-/// A journey's instances.
-#[utoipa::path(get, path = "/v1/journeys/{id}/instances", tag = "journeys", params(("id" = String, Path, description = "jny_…"), Paging),
-    responses((status = 200, body = ListResponse<Instance>)))]
+/// Filters for listing a journey's instances.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InstanceQuery {
+    /// Items per page, 1 to 100 (default 50).
+    pub limit: Option<u64>,
+    /// The `next_cursor` of the previous page.
+    pub after: Option<String>,
+    /// Only this couple's instances, their bookings' included (`cpl_…`).
+    pub couple_id: Option<String>,
+    /// Only this booking's instances (`bkg_…`).
+    pub booking_id: Option<String>,
+    /// Only in this status: `running`, `waiting`, `paused`, `completed`, `skipped`,
+    /// `blocked`, `cancelled`.
+    pub status: Option<String>,
+}
+
+const INSTANCE_STATUSES: [&str; 7] = [
+    "running",
+    "waiting",
+    "paused",
+    "completed",
+    "skipped",
+    "blocked",
+    "cancelled",
+];
+
+/// An id given in a query string, when there is one (400 when malformed).
+fn query_id<T>(name: &str, raw: Option<&str>) -> Result<Option<T>, ApiError>
+where
+    T: std::str::FromStr<Err = wedsync_core::id::InvalidId>,
+{
+    raw.map(|r| {
+        r.parse()
+            .map_err(|e: wedsync_core::id::InvalidId| ApiError::bad_request(format!("{name}: {e}")))
+    })
+    .transpose()
+}
+
+/// A journey's instances, optionally a couple's, a booking's or one status's.
+#[utoipa::path(get, path = "/v1/journeys/{id}/instances", tag = "journeys", params(("id" = String, Path, description = "jny_…"), InstanceQuery),
+    responses((status = 200, body = ListResponse<Instance>), (status = 400, body = Problem)))]
 async fn list_instances(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    ApiQuery(paging): ApiQuery<Paging>,
+    ApiQuery(q): ApiQuery<InstanceQuery>,
 ) -> ApiResult<Json<ListResponse<Instance>>> {
     caller.require(Role::Viewer)?;
     let id: JourneyId = path_id(&id, "journey")?;
-    let page = paging.request()?;
+    let page = Paging {
+        limit: q.limit,
+        after: q.after,
+    }
+    .request()?;
+    if let Some(s) = q.status.as_deref()
+        && !INSTANCE_STATUSES.contains(&s)
+    {
+        return Err(ApiError::bad_request(format!(
+            "status: `{s}` is not one of {}",
+            INSTANCE_STATUSES.join(", ")
+        )));
+    }
+    let filter = InstanceFilter {
+        couple_id: query_id("couple_id", q.couple_id.as_deref())?,
+        booking_id: query_id("booking_id", q.booking_id.as_deref())?,
+        status: q.status,
+    };
     Ok(Json(
         state
             .store
-            .list_instances(&caller.0.org_id, &id, &page)
+            .list_instances(&caller.0.org_id, &id, &filter, &page)
             .await?
             .into(),
     ))

@@ -444,4 +444,25 @@ async fn a_journey_about_bookings_is_started_by_hand_for_a_named_booking() {
     let instance = started.ok(201).clone();
     assert_eq!(instance["booking_id"], booking);
     assert_eq!(instance["couple_id"], couple);
+
+    // Listing narrows to a couple, a booking or a status.
+    let count = |query: String| {
+        let (app, key, path) = (&app, key.clone(), path.clone());
+        async move {
+            app.get(&key, &format!("{path}?{query}")).await.ok(200)["data"]
+                .as_array()
+                .expect("data")
+                .len()
+        }
+    };
+    assert_eq!(count(format!("booking_id={booking}")).await, 1);
+    assert_eq!(count(format!("couple_id={couple}&status=running")).await, 1);
+    assert_eq!(count(format!("couple_id={other}")).await, 0);
+    assert_eq!(count("status=completed".to_owned()).await, 0);
+    app.get(&key, &format!("{path}?status=finished"))
+        .await
+        .problem(400, "bad-request");
+    app.get(&key, &format!("{path}?booking_id=nope"))
+        .await
+        .problem(400, "bad-request");
 }
