@@ -196,6 +196,10 @@ typed_id!(
     /// Identifies one entry in an instance's history.
     JourneyStepId, "jst_", "journey step"
 );
+typed_id!(
+    /// Identifies an organisation's connection to a CRM (its credentials).
+    CrmConnectionId, "crm_", "crm connection"
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,8 +7,10 @@
 //! `journey:<instance>:<step>[:<n>]`, which the notification and message stores honour, so a
 //! step rerun after a crash finds its effect instead of repeating it.
 //!
-//! Runs every node but `crm_update` (no CRM connector exists yet: it stops the instance as
-//! `blocked`, saying so). Waits for events (`wait` until an event, `payment` after its
+//! Runs every node. `crm_update` writes the partners' contacts to the organisation's CRM
+//! connection ([`crate::crm`], HubSpot) when the handler has an HTTP client for it
+//! ([`step_handler_with`]); without a connection the instance stops as `blocked`, saying
+//! so. Waits for events (`wait` until an event, `payment` after its
 //! request, a `client_action` form) are resumed by the store when a matching event for the
 //! couple arrives, or time out through their job; a person's step (`vendor_action`, a
 //! `client_action` without a form) waits until someone completes it.
@@ -70,10 +72,22 @@ impl Documents {
     }
 }
 
+/// What steps reach outside the hub with, besides the store.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    /// Writes `crm_update` steps to CRMs; without it they stop as blocked.
+    pub crm: Option<crate::crm::CrmWriter>,
+}
+
+/// The handler for `journey.step` jobs, with no CRM writer ([`step_handler_with`]).
+pub fn step_handler(store: Store) -> impl JobHandler {
+    step_handler_with(store, Effects::default())
+}
+
 /// The handler for `journey.step` jobs. Call it inside the Tokio runtime: it starts the
 /// tasks that commit steps. Concurrent steps share transactions (group commit): each step
 /// is told it moved only after the transaction holding its advance has committed.
-pub fn step_handler(store: Store) -> impl JobHandler {
+pub fn step_handler_with(store: Store, effects: Effects) -> impl JobHandler {
     let committers = if store.backend() == wedsync_store::Backend::Postgres {
         4
     } else {
@@ -111,10 +125,12 @@ pub fn step_handler(store: Store) -> impl JobHandler {
         },
     );
     let documents = Arc::new(Documents::default());
+    let effects = Arc::new(effects);
     move |job: Job| {
         let store = store.clone();
         let advances = advances.clone();
         let documents = documents.clone();
+        let effects = effects.clone();
         async move {
             let (Some(instance), Some(seq)) = (
                 job.payload.get("instance_id").and_then(Value::as_str),
@@ -139,7 +155,7 @@ pub fn step_handler(store: Store) -> impl JobHandler {
                 });
             }
             let doc = documents.get(&store, &work).await?;
-            let mut advance = run_step(&store, &work, &doc, now).await?;
+            let mut advance = run_step(&store, &effects, &work, &doc, now).await?;
             advance.priority = step_priority(
                 work.couple.wedding_date,
                 &work.couple.time_zone,
@@ -316,6 +332,7 @@ fn booking_json(work: &StepWork, booking: &wedsync_core::booking::Booking) -> Va
 
 async fn run_step(
     store: &Store,
+    effects: &Effects,
     work: &StepWork,
     doc: &JourneyDocument,
     now: DateTime<Utc>,
@@ -791,15 +808,99 @@ async fn run_step(
                 Some(json!({ "notifications": [sent] })),
             )
         }
-        other => stop(
-            seq,
-            id,
-            kind,
-            now,
-            "blocked",
-            format!("the engine does not run {} steps yet", other.type_name()),
-        ),
+        NodeKind::CrmUpdate(c) => {
+            let written = crm_update(store, effects, work, c, now).await?;
+            match written {
+                Ok(output) => go_on(
+                    seq,
+                    id,
+                    kind,
+                    now,
+                    doc.next(id, None),
+                    format!(
+                        "{} contact(s) written to {}",
+                        output["contacts"].as_array().map_or(0, Vec::len),
+                        output["crm"].as_str().unwrap_or("the CRM")
+                    ),
+                    Some(output),
+                ),
+                Err(reason) => stop(seq, id, kind, now, "blocked", reason),
+            }
+        }
     })
+}
+
+/// Runs a `crm_update` step: renders its fields over the step's data and writes them to
+/// each chosen partner's contact. `Ok(Err(reason))` stops the instance as blocked; a
+/// retryable failure is the job's error.
+async fn crm_update(
+    store: &Store,
+    effects: &Effects,
+    work: &StepWork,
+    node: &crate::model::CrmUpdate,
+    now: DateTime<Utc>,
+) -> Result<Result<Value, String>, JobError> {
+    use crate::crm::CrmFailure;
+    let system = match node.system {
+        crate::model::CrmSystem::Hubspot => "hubspot",
+        other => return Ok(Err(format!("WedSync cannot write to {other:?} yet"))),
+    };
+    let Some(writer) = &effects.crm else {
+        return Ok(Err("this node has no HTTP client for CRM updates".into()));
+    };
+    let Some(creds) = store
+        .crm_credentials(&work.org_id, system)
+        .await
+        .map_err(transient)?
+    else {
+        return Ok(Err(format!(
+            "the organisation has no {system} connection: add one at /v1/crm-connections, then retry the step"
+        )));
+    };
+    // The same data templates see, with the couple.
+    let mut data = data_for(work);
+    data["couple"] = serde_json::to_value(&work.couple).unwrap_or(Value::Null);
+    let ctx = minijinja::Value::from(minijinja::value::Serde(&data));
+    let env = {
+        let mut env = minijinja::Environment::new();
+        env.set_fuel(Some(100_000));
+        env
+    };
+    let mut properties = serde_json::Map::new();
+    for (key, value) in &node.fields {
+        let rendered = match value {
+            Value::String(source) => match env.render_str(source, ctx.clone()) {
+                Ok(text) => Value::String(text),
+                Err(e) => return Ok(Err(format!("field `{key}` does not render: {e}"))),
+            },
+            other => other.clone(),
+        };
+        properties.insert(key.clone(), rendered);
+    }
+    let mut written = Vec::new();
+    let mut skipped = Vec::new();
+    for (i, partner) in partners(work, node.contacts) {
+        let Some(email) = partner.email.as_deref() else {
+            skipped.push(json!({ "partner": i, "why": "no email address" }));
+            continue;
+        };
+        let name = partner.name.as_deref().unwrap_or_default();
+        match writer
+            .hubspot_upsert(&creds, email, name, &properties, now)
+            .await
+        {
+            Ok(contact) => written.push(json!({ "partner": i, "id": contact })),
+            Err(CrmFailure::Retry(why)) => return Err(JobError::transient(why)),
+            Err(CrmFailure::RetryAt(until, reason)) => {
+                return Err(JobError::Deferred { until, reason });
+            }
+            Err(CrmFailure::Refused(why)) => return Ok(Err(why)),
+        }
+    }
+    Ok(Ok(json!({
+        "crm": system, "connection": creds.connection.id,
+        "contacts": written, "skipped": skipped,
+    })))
 }
 
 fn waiting_for(

@@ -10,6 +10,7 @@
 //! [`engine`] runs instances' steps through the durable queue (a first slice of the engine:
 //! see its module docs for the nodes it runs).
 
+pub mod crm;
 mod cron;
 mod document;
 pub mod engine;

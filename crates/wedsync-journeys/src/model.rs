@@ -602,8 +602,17 @@ pub enum CrmSystem {
 pub struct CrmUpdate {
     /// The CRM.
     pub system: CrmSystem,
-    /// Fields to write; not empty.
+    /// Fields to write; not empty. A string value is a MiniJinja template over the step's
+    /// data (`{{ couple.wedding_date }}`, `{{ booking.service }}`…); other values are
+    /// written as they are.
     pub fields: Map<String, Value>,
+    /// Whose contact records: `partner_a`, `partner_b` or `both_partners` (the default).
+    #[serde(default = "both_partners")]
+    pub contacts: Recipient,
+}
+
+fn both_partners() -> Recipient {
+    Recipient::BothPartners
 }
 
 /// What a `wait` node does when its computed instant is already past.

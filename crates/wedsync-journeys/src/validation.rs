@@ -16,12 +16,14 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use minijinja::Environment;
+use serde_json::Value;
 
 use crate::cron::check_cron;
 use crate::document::{JourneyDocument, MAX_EDGES, MAX_NODES, Node, check_id};
 use crate::model::{
-    ClientAction, CrmUpdate, Decision, Email, EmailContent, HANDLE_TIMEOUT, MessageBody, NodeKind,
-    Notification, Outputs, Payment, Sms, Subject, Task, Trigger, VendorAction, Wait, Webhook,
+    ClientAction, CrmSystem, CrmUpdate, Decision, Email, EmailContent, HANDLE_TIMEOUT, MessageBody,
+    NodeKind, Notification, Outputs, Payment, Recipient, Sms, Subject, Task, Trigger, VendorAction,
+    Wait, Webhook,
 };
 use wedsync_core::validate::ValidationErrors;
 
@@ -82,6 +84,17 @@ pub fn validate(doc: &JourneyDocument, mode: Mode) -> Result<(), ValidationError
     graph.check_outputs(doc, mode, &mut errors);
     if mode == Mode::Publish {
         graph.check_reachable(doc, &mut errors);
+        // A step that could not run is refused before it is live.
+        for node in &doc.nodes {
+            if let NodeKind::CrmUpdate(c) = &node.kind
+                && c.system != CrmSystem::Hubspot
+            {
+                errors.add(
+                    format!("nodes.{}.data.system", node.id),
+                    "WedSync writes to HubSpot only for now; this step could not run",
+                );
+            }
+        }
     }
     graph.check_cycles(doc, &mut errors);
     errors.into_result(())
@@ -530,11 +543,13 @@ impl Check<'_> {
                 }
                 self.optional_text("assignee", assignee.as_deref(), MAX_SHORT_TEXT_LEN);
             }
-            NodeKind::CrmUpdate(CrmUpdate { fields, .. }) => {
+            NodeKind::CrmUpdate(CrmUpdate {
+                fields, contacts, ..
+            }) => {
                 if fields.is_empty() {
                     self.add("fields", "must name at least one field");
                 }
-                for key in fields.keys() {
+                for (key, value) in fields {
                     if key.trim().is_empty() || key.chars().count() > MAX_NAME_LEN {
                         self.add(
                             "fields",
@@ -542,6 +557,20 @@ impl Check<'_> {
                         );
                         break;
                     }
+                    if let Value::String(source) = value
+                        && let Err(e) = Environment::new().template_from_str(source)
+                    {
+                        self.add(
+                            &format!("fields.{key}"),
+                            format!("is not a valid MiniJinja template: {e}"),
+                        );
+                    }
+                }
+                if *contacts == Recipient::Vendor {
+                    self.add(
+                        "contacts",
+                        "a CRM update is about the couple: partner_a, partner_b or both_partners",
+                    );
                 }
             }
             NodeKind::Wait(w) => self.wait(w),

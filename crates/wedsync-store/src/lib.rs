@@ -30,6 +30,7 @@ pub mod audit;
 pub mod bookings;
 pub mod breakers;
 pub mod couples;
+pub mod crm;
 pub mod entity;
 mod error;
 pub mod group_commit;

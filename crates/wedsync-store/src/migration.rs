@@ -25,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_timers::Migration),
             Box::new(m0009_booking_journeys::Migration),
             Box::new(m0010_event_occurrences::Migration),
+            Box::new(m0011_crm_connections::Migration),
         ]
     }
 }
@@ -1497,6 +1498,66 @@ mod m0010_event_occurrences {
                 .drop_table(
                     Table::drop()
                         .table(Alias::new("event_occurrences"))
+                        .to_owned(),
+                )
+                .await
+        }
+    }
+}
+
+mod m0011_crm_connections {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m0011_crm_connections"
+        }
+    }
+
+    #[sea_orm_migration::async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            // One connection per organisation and CRM: what `crm_update` steps write with.
+            // The access token is sealed under the master key, bound to the row's id.
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Alias::new("crm_connections"))
+                        .col(string("id").primary_key())
+                        .col(string("org_id"))
+                        .col(string("system"))
+                        .col(string("name"))
+                        .col(text("config"))
+                        .col(text("token_sealed"))
+                        .col(big_integer("created_at"))
+                        .col(big_integer("updated_at"))
+                        .foreign_key(&mut fk(
+                            "fk_crm_connections_org",
+                            "crm_connections",
+                            &["org_id"],
+                            "organizations",
+                            &["id"],
+                        ))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(index(
+                    "ux_crm_connections_system",
+                    "crm_connections",
+                    &["org_id", "system"],
+                    true,
+                ))
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(
+                    Table::drop()
+                        .table(Alias::new("crm_connections"))
                         .to_owned(),
                 )
                 .await

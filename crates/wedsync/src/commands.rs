@@ -761,6 +761,19 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
         },
     )
     .context("cannot build the webhook HTTP client")?;
+    // crm_update steps reach the organisation's CRM through the same SSRF guard.
+    let crm = wedsync_journeys::crm::CrmWriter::new(
+        wedsync_delivery::ssrf::GuardedClient::new(
+            settings.ssrf_policy(),
+            wedsync_delivery::ssrf::ClientOptions {
+                connect_timeout: Duration::from_millis(settings.outbound.connect_timeout_ms),
+                timeout: Duration::from_secs(30),
+                max_redirects: 0,
+                ..Default::default()
+            },
+        )
+        .context("cannot build the CRM HTTP client")?,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = settings.queue.enabled.then(|| {
         wedsync_store::worker::WorkerPool::new(store.clone(), settings.pool_config())
@@ -794,7 +807,10 @@ async fn serve(settings: Settings, migrate: bool) -> anyhow::Result<ExitCode> {
             )
             .register(
                 wedsync_store::journeys::STEP_KIND,
-                wedsync_journeys::engine::step_handler(store.clone()),
+                wedsync_journeys::engine::step_handler_with(
+                    store.clone(),
+                    wedsync_journeys::engine::Effects { crm: Some(crm) },
+                ),
                 settings.notify.concurrency,
                 wedsync_core::retry::RetryPolicy::default(),
             )

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 mod bookings;
+mod crm;
 mod payments;
 mod schedule;
 

@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod bookings;
 pub mod couples;
+pub mod crm;
 pub mod endpoints;
 pub mod events;
 pub mod inbound;
@@ -46,6 +47,7 @@ use crate::error::ApiError;
         (name = "endpoints", description = "Outbound webhooks (Standard Webhooks): endpoints, messages, deliveries and attempts"),
         (name = "journeys", description = "Journeys: documents (drafts with optimistic locking), published versions, rollback, validation, templates"),
         (name = "notifications", description = "Notifications and alerts: send, templates, providers with failover, quotas, quiet hours, escalation, the in-app inbox"),
+        (name = "crm", description = "CRM connections that journeys' crm_update steps write with"),
     )
 )]
 struct ApiDoc;
@@ -83,6 +85,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .merge(endpoints::router())
         .merge(notifications::router())
         .merge(journeys::router())
+        .merge(crm::router())
 }
 
 /// Paging parameters every list takes.

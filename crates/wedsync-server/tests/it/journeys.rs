@@ -466,3 +466,67 @@ async fn a_journey_about_bookings_is_started_by_hand_for_a_named_booking() {
         .await
         .problem(400, "bad-request");
 }
+
+#[tokio::test]
+async fn crm_connections_are_admin_managed_one_per_crm_and_never_show_their_token() {
+    let app = spawn_app().await;
+    let (org, key) = app.org("Lens & Lace").await;
+    let token = "pat-eu1-0123456789abcdef";
+    let created = app
+        .post(
+            &key,
+            "/v1/crm-connections",
+            json!({ "system": "hubspot", "access_token": token }),
+        )
+        .await;
+    let connection = created.ok(201).clone();
+    assert_eq!(connection["system"], "hubspot");
+    assert_eq!(connection["base_url"], "https://api.hubapi.com");
+    assert!(!created.body.to_string().contains(token));
+    app.post(
+        &key,
+        "/v1/crm-connections",
+        json!({ "system": "hubspot", "access_token": "pat-other" }),
+    )
+    .await
+    .problem(409, "conflict");
+    let bad = app
+        .post(
+            &key,
+            "/v1/crm-connections",
+            json!({ "system": "salesforce", "access_token": "", "base_url": "ftp://x" }),
+        )
+        .await;
+    bad.problem(422, "validation");
+    let fields: Vec<&str> = bad.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert_eq!(fields, ["system", "access_token", "base_url"]);
+    let listed = app.get(&key, "/v1/crm-connections").await;
+    assert_eq!(listed.ok(200).as_array().map(Vec::len), Some(1));
+    assert!(!listed.body.to_string().contains(token));
+    // Editors cannot manage them; viewers can see them.
+    let editor = app.key(&org, wedsync_core::org::Role::Editor).await;
+    app.post(
+        &editor,
+        "/v1/crm-connections",
+        json!({ "system": "hubspot", "access_token": "x" }),
+    )
+    .await
+    .problem(403, "forbidden");
+    let id = connection["id"].as_str().expect("id");
+    app.delete(&editor, &format!("/v1/crm-connections/{id}"))
+        .await
+        .problem(403, "forbidden");
+    let gone = app.delete(&key, &format!("/v1/crm-connections/{id}")).await;
+    assert_eq!(gone.status.as_u16(), 204);
+    app.delete(&key, &format!("/v1/crm-connections/{id}"))
+        .await
+        .problem(404, "not-found");
+    // The audit log has both, without the token.
+    let audit = app.get(&key, "/v1/audit-log").await;
+    assert!(!audit.body.to_string().contains(token));
+}

@@ -1,0 +1,294 @@
+//! CRM connections: an organisation's credentials for a CRM that journeys' `crm_update`
+//! steps write to. One connection per CRM; the access token is sealed at rest (AES-256-GCM
+//! under the master key, bound to the connection's id) and never returned.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, QueryResult};
+use serde::{Deserialize, Serialize};
+use wedsync_core::clock::{from_micros, to_micros};
+use wedsync_core::id::{CrmConnectionId, OrgId};
+use wedsync_core::validate::ValidationErrors;
+
+use crate::audit::{self, Change};
+use crate::sql::stmt;
+use crate::{Actor, Store, StoreError, StoreResult};
+
+/// The CRMs WedSync can write to.
+pub const SYSTEMS: [&str; 1] = ["hubspot"];
+
+/// A CRM connection as the API shows it (never its token).
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct CrmConnection {
+    /// `crm_…`.
+    #[schema(value_type = String)]
+    pub id: CrmConnectionId,
+    /// The CRM: `hubspot`.
+    pub system: String,
+    /// A name for people.
+    pub name: String,
+    /// The API base URL (HubSpot: `https://api.hubapi.com`).
+    pub base_url: String,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A new CRM connection.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CrmConnectionInput {
+    /// The CRM: `hubspot`.
+    pub system: String,
+    /// A name for people (default: the CRM's).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The access token (HubSpot: a private app's token, `pat-…`); write-only.
+    pub access_token: String,
+    /// The API base URL, for a sandbox or a proxy (default: the CRM's public API).
+    #[serde(default)]
+    pub base_url: Option<String>,
+}
+
+/// A connection with its token opened, for a step that writes with it.
+#[derive(Clone)]
+pub struct CrmCredentials {
+    /// The connection.
+    pub connection: CrmConnection,
+    /// The access token.
+    pub access_token: String,
+}
+
+impl std::fmt::Debug for CrmCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrmCredentials")
+            .field("connection", &self.connection)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The public API base URL of `system` (every system in [`SYSTEMS`]).
+pub fn default_base_url(_system: &str) -> &'static str {
+    "https://api.hubapi.com"
+}
+
+fn to_connection(row: &QueryResult) -> StoreResult<CrmConnection> {
+    let config: serde_json::Value = serde_json::from_str(&row.try_get::<String>("", "config")?)
+        .map_err(|e| StoreError::Conflict(format!("stored crm connection is unreadable: {e}")))?;
+    let system: String = row.try_get("", "system")?;
+    Ok(CrmConnection {
+        id: row
+            .try_get::<String>("", "id")?
+            .parse()
+            .map_err(|e| StoreError::Conflict(format!("stored crm connection id: {e:?}")))?,
+        base_url: config
+            .get("base_url")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(default_base_url(&system))
+            .to_owned(),
+        system,
+        name: row.try_get("", "name")?,
+        created_at: from_micros(row.try_get("", "created_at")?),
+        updated_at: from_micros(row.try_get("", "updated_at")?),
+    })
+}
+
+impl CrmConnectionInput {
+    fn validate(&self) -> Result<(String, Option<String>), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        if !SYSTEMS.contains(&self.system.as_str()) {
+            errors.add(
+                "system",
+                format!(
+                    "`{}` is not a CRM WedSync writes to; use one of: {}",
+                    self.system,
+                    SYSTEMS.join(", ")
+                ),
+            );
+        }
+        let token = self.access_token.trim();
+        if token.is_empty() || token.len() > 4096 || token.chars().any(char::is_control) {
+            errors.add(
+                "access_token",
+                "1 to 4096 characters, no control characters",
+            );
+        }
+        let name = self
+            .name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .unwrap_or("HubSpot")
+            .to_owned();
+        if name.chars().count() > 200 {
+            errors.add("name", "at most 200 characters");
+        }
+        let base_url = match self.base_url.as_deref() {
+            None => None,
+            Some(raw) => match url::Url::parse(raw) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {
+                    Some(raw.trim_end_matches('/').to_owned())
+                }
+                _ => {
+                    errors.add("base_url", "an absolute http(s) URL");
+                    None
+                }
+            },
+        };
+        errors.into_result((name, base_url))
+    }
+}
+
+impl Store {
+    /// Adds the organisation's connection to a CRM (one per CRM: a second is a conflict).
+    pub async fn create_crm_connection(
+        &self,
+        org: &OrgId,
+        input: CrmConnectionInput,
+        actor: &Actor,
+    ) -> StoreResult<CrmConnection> {
+        let (name, base_url) = input.validate()?;
+        let now = self.clock().now();
+        let id = CrmConnectionId::new_at(now);
+        let sealed = self
+            .master_key()?
+            .seal(&format!("{id}:token"), input.access_token.trim().as_bytes())?;
+        let config = serde_json::json!({ "base_url": base_url });
+        let tx = self.write_tx().await?;
+        let inserted = tx
+            .execute_raw(stmt(
+                self.backend(),
+                "INSERT INTO crm_connections (id, org_id, system, name, config, token_sealed, \
+                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                vec![
+                    id.to_string().into(),
+                    org.to_string().into(),
+                    input.system.clone().into(),
+                    name.into(),
+                    config.to_string().into(),
+                    sealed.into(),
+                    to_micros(now).into(),
+                ],
+            ))
+            .await;
+        if let Err(e) = inserted {
+            return Err(if crate::is_unique_violation(&e) {
+                StoreError::Conflict(format!(
+                    "the organisation already has a {} connection; delete it first",
+                    input.system
+                ))
+            } else {
+                e.into()
+            });
+        }
+        let view = to_connection(&Self::crm_row(&tx, org, &id.to_string()).await?)?;
+        audit::append(
+            &tx,
+            org,
+            now,
+            Change {
+                actor,
+                action: "crm_connection.create",
+                target_type: "crm_connection",
+                target_id: id.to_string(),
+                before: None,
+                after: serde_json::to_value(&view).ok(),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(view)
+    }
+
+    async fn crm_row<C: ConnectionTrait>(
+        db: &C,
+        org: &OrgId,
+        id: &str,
+    ) -> StoreResult<QueryResult> {
+        db.query_one_raw(stmt(
+            db.get_database_backend(),
+            "SELECT * FROM crm_connections WHERE org_id = $1 AND id = $2",
+            vec![org.to_string().into(), id.into()],
+        ))
+        .await?
+        .ok_or(StoreError::NotFound)
+    }
+
+    /// The organisation's CRM connections.
+    pub async fn list_crm_connections(&self, org: &OrgId) -> StoreResult<Vec<CrmConnection>> {
+        self.connection()
+            .query_all_raw(stmt(
+                self.backend(),
+                "SELECT * FROM crm_connections WHERE org_id = $1 ORDER BY id",
+                vec![org.to_string().into()],
+            ))
+            .await?
+            .iter()
+            .map(to_connection)
+            .collect()
+    }
+
+    /// Removes a connection; `crm_update` steps for its CRM then stop as blocked.
+    pub async fn delete_crm_connection(
+        &self,
+        org: &OrgId,
+        id: &str,
+        actor: &Actor,
+    ) -> StoreResult<()> {
+        let now = self.clock().now();
+        let tx = self.write_tx().await?;
+        let before = to_connection(&Self::crm_row(&tx, org, id).await?)?;
+        tx.execute_raw(stmt(
+            self.backend(),
+            "DELETE FROM crm_connections WHERE org_id = $1 AND id = $2",
+            vec![org.to_string().into(), id.into()],
+        ))
+        .await?;
+        audit::append(
+            &tx,
+            org,
+            now,
+            Change {
+                actor,
+                action: "crm_connection.delete",
+                target_type: "crm_connection",
+                target_id: id.to_owned(),
+                before: serde_json::to_value(&before).ok(),
+                after: None,
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The organisation's connection to `system` with its token opened; `None` when there is
+    /// none.
+    pub async fn crm_credentials(
+        &self,
+        org: &OrgId,
+        system: &str,
+    ) -> StoreResult<Option<CrmCredentials>> {
+        let Some(row) = self
+            .connection()
+            .query_one_raw(stmt(
+                self.backend(),
+                "SELECT * FROM crm_connections WHERE org_id = $1 AND system = $2",
+                vec![org.to_string().into(), system.into()],
+            ))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let connection = to_connection(&row)?;
+        let token = self.master_key()?.open(
+            &format!("{}:token", connection.id),
+            &row.try_get::<String>("", "token_sealed")?,
+        )?;
+        Ok(Some(CrmCredentials {
+            connection,
+            access_token: String::from_utf8(token)
+                .map_err(|_| StoreError::Conflict("stored crm token is not text".into()))?,
+        }))
+    }
+}
