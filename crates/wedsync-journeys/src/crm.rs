@@ -1,18 +1,32 @@
-//! Writing a couple's partners to a CRM for `crm_update` steps: HubSpot contacts, keyed by
-//! email (`reference/providers.md`: contacts dedupe on `email`).
+//! Writing a couple's partners to a CRM for `crm_update` steps: HubSpot or Salesforce
+//! contacts, keyed by email.
 //!
-//! One contact per partner with an email: `PATCH /crm/v3/objects/contacts/{email}
+//! **HubSpot** (`reference/providers.md`: contacts dedupe on `email`). One contact per
+//! partner with an email: `PATCH /crm/v3/objects/contacts/{email}
 //! ?idProperty=email {"properties": {…}}` updates it; a 404 (no such contact) creates it with
 //! `POST /crm/v3/objects/contacts {"properties": {…, "email", "firstname", "lastname"}}`; a
 //! 409 on that create (someone created it in between) updates it after all. Both calls
 //! carry `Authorization: Bearer <private app token>`. Writing the same properties twice
 //! changes nothing, so a step rerun after a crash is safe.
 //!
-//! Requests go through the SSRF-guarded client (a connection's base URL is the customer's
-//! to set). A 429 defers the step until `Retry-After`; a 5xx or a network failure retries it
+//! **Salesforce** (`reference/providers.md`). The connected app's client credentials buy a
+//! session at `{base_url}/services/oauth2/token` (`grant_type=client_credentials`; the answer
+//! names the `instance_url`), kept per connection until Salesforce refuses it (401), then
+//! bought again once. The contact is found with SOQL (`GET /services/data/v60.0/query?q=SELECT
+//! Id FROM Contact WHERE Email = '…' LIMIT 1`), then updated (`PATCH
+//! /services/data/v60.0/sobjects/Contact/{Id}`) or created (`POST
+//! /services/data/v60.0/sobjects/Contact` with `Email`, `FirstName`, `LastName`, which
+//! Salesforce requires). Field names are Salesforce's (`Phone`, `Wedding_Date__c`…). A spent
+//! API allowance (403 `REQUEST_LIMIT_EXCEEDED`) defers the step by an hour.
+//!
+//! Requests go through the SSRF-guarded client (a connection's base URL, and the instance
+//! URL Salesforce answers with, are checked like any webhook URL). A 429 defers the step until `Retry-After`; a 5xx or a network failure retries it
 //! under the durable work policy; a refused token (401, 403) or a request HubSpot rejects
 //! (another 4xx, e.g. an unknown property) stops the instance as `blocked` with HubSpot's
 //! message, for someone to fix and retry.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::Method;
@@ -31,10 +45,22 @@ pub enum CrmFailure {
     Refused(String),
 }
 
+/// The Salesforce REST API version the writer speaks.
+pub const SALESFORCE_API: &str = "v60.0";
+
+/// A Salesforce session bought with a connection's client credentials.
+#[derive(Clone)]
+struct Session {
+    token: String,
+    instance_url: String,
+}
+
 /// Writes to CRMs over the guarded HTTP client.
 #[derive(Clone)]
 pub struct CrmWriter {
     http: GuardedClient,
+    /// Salesforce sessions by connection id.
+    sessions: Arc<Mutex<HashMap<String, Session>>>,
 }
 
 impl std::fmt::Debug for CrmWriter {
@@ -53,7 +79,10 @@ enum Answer {
 impl CrmWriter {
     /// A writer sending through `http`.
     pub fn new(http: GuardedClient) -> Self {
-        Self { http }
+        Self {
+            http,
+            sessions: Arc::default(),
+        }
     }
 
     /// Creates or updates the HubSpot contact with `email`, setting `properties`; returns
@@ -149,7 +178,7 @@ impl CrmWriter {
             .map_err(|refusal| {
                 CrmFailure::Refused(format!("the CRM address is refused: {refusal}"))
             })?
-            .bearer_auth(&creds.access_token)
+            .bearer_auth(creds.secret("access_token"))
             .json(body);
         let response = request
             .send()
@@ -201,4 +230,243 @@ fn without_url(e: &reqwest::Error) -> String {
         text = text.replace(url.as_str(), "<url>");
     }
     text
+}
+
+/// A Salesforce answer, reduced to what the step needs.
+enum SfAnswer {
+    Ok(Value),
+    /// The session is no longer valid (401): buy another.
+    Expired,
+}
+
+/// `text` as a SOQL string literal's contents.
+fn soql_escape(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+impl CrmWriter {
+    /// Creates or updates the Salesforce contact with `email`, setting `fields`; returns the
+    /// contact's id. `name` fills `FirstName`/`LastName` when the contact is created.
+    pub async fn salesforce_upsert(
+        &self,
+        creds: &CrmCredentials,
+        email: &str,
+        name: &str,
+        fields: &Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<String, CrmFailure> {
+        for fresh in [false, true] {
+            let session = self.salesforce_session(creds, fresh).await?;
+            match self
+                .salesforce_write(&session, email, name, fields, now)
+                .await?
+            {
+                Some(id) => return Ok(id),
+                None => {
+                    self.sessions
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remove(&creds.connection.id.to_string());
+                }
+            }
+        }
+        Err(CrmFailure::Refused(
+            "Salesforce refused a session it had just granted (401)".into(),
+        ))
+    }
+
+    /// The connection's session: the one kept, or (when `fresh`, or none is kept) a new one.
+    async fn salesforce_session(
+        &self,
+        creds: &CrmCredentials,
+        fresh: bool,
+    ) -> Result<Session, CrmFailure> {
+        let key = creds.connection.id.to_string();
+        if !fresh
+            && let Some(s) = self
+                .sessions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&key)
+        {
+            return Ok(s.clone());
+        }
+        let base = creds.connection.base_url.trim_end_matches('/');
+        let url = url::Url::parse(&format!("{base}/services/oauth2/token"))
+            .map_err(|e| CrmFailure::Refused(format!("the connection's base URL: {e}")))?;
+        let response = self
+            .http
+            .post(url)
+            .map_err(|refusal| {
+                CrmFailure::Refused(format!("the CRM address is refused: {refusal}"))
+            })?
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", creds.secret("client_id")),
+                ("client_secret", creds.secret("client_secret")),
+            ])
+            .send()
+            .await
+            .map_err(|e| CrmFailure::Retry(format!("Salesforce token: {}", without_url(&e))))?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_server_error() {
+            return Err(CrmFailure::Retry(format!("Salesforce token: {status}")));
+        }
+        let (Some(token), Some(instance_url)) = (
+            answer.get("access_token").and_then(Value::as_str),
+            answer.get("instance_url").and_then(Value::as_str),
+        ) else {
+            let why = answer
+                .get("error_description")
+                .or_else(|| answer.get("error"))
+                .and_then(Value::as_str)
+                .unwrap_or("no session in the answer");
+            return Err(CrmFailure::Refused(format!(
+                "Salesforce refused the connected app's credentials ({status}): {why}"
+            )));
+        };
+        let session = Session {
+            token: token.to_owned(),
+            instance_url: instance_url.trim_end_matches('/').to_owned(),
+        };
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, session.clone());
+        Ok(session)
+    }
+
+    /// Finds, then updates or creates the contact; `None` when the session has expired.
+    async fn salesforce_write(
+        &self,
+        session: &Session,
+        email: &str,
+        name: &str,
+        fields: &Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, CrmFailure> {
+        let api = format!("{}/services/data/{SALESFORCE_API}", session.instance_url);
+        let parse = |u: String| {
+            url::Url::parse(&u)
+                .map_err(|e| CrmFailure::Refused(format!("Salesforce's instance URL: {e}")))
+        };
+        let mut query = parse(format!("{api}/query"))?;
+        query.query_pairs_mut().append_pair(
+            "q",
+            &format!(
+                "SELECT Id FROM Contact WHERE Email = '{}' LIMIT 1",
+                soql_escape(email)
+            ),
+        );
+        let found = match self
+            .salesforce_call(session, Method::GET, query, None, now)
+            .await?
+        {
+            SfAnswer::Expired => return Ok(None),
+            SfAnswer::Ok(answer) => answer
+                .pointer("/records/0/Id")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        };
+        if let Some(id) = found {
+            let url = parse(format!("{api}/sobjects/Contact/{id}"))?;
+            let body = Value::Object(fields.clone());
+            return Ok(
+                match self
+                    .salesforce_call(session, Method::PATCH, url, Some(&body), now)
+                    .await?
+                {
+                    SfAnswer::Expired => None,
+                    SfAnswer::Ok(_) => Some(id),
+                },
+            );
+        }
+        let mut create = fields.clone();
+        create.insert("Email".into(), json!(email));
+        let words: Vec<&str> = name.split_whitespace().collect();
+        let (first, last) = match words.as_slice() {
+            [] => (None, email.split('@').next().unwrap_or(email).to_owned()),
+            [only] => (None, (*only).to_owned()),
+            [first, rest @ ..] => (Some(*first), rest.join(" ")),
+        };
+        if let Some(first) = first {
+            create.entry("FirstName").or_insert_with(|| json!(first));
+        }
+        create.entry("LastName").or_insert_with(|| json!(last));
+        let url = parse(format!("{api}/sobjects/Contact"))?;
+        match self
+            .salesforce_call(
+                session,
+                Method::POST,
+                url,
+                Some(&Value::Object(create)),
+                now,
+            )
+            .await?
+        {
+            SfAnswer::Expired => Ok(None),
+            SfAnswer::Ok(answer) => answer
+                .get("id")
+                .and_then(Value::as_str)
+                .map(|id| Some(id.to_owned()))
+                .ok_or_else(|| {
+                    CrmFailure::Retry("Salesforce created a contact without an id".into())
+                }),
+        }
+    }
+
+    async fn salesforce_call(
+        &self,
+        session: &Session,
+        method: Method,
+        url: url::Url,
+        body: Option<&Value>,
+        now: DateTime<Utc>,
+    ) -> Result<SfAnswer, CrmFailure> {
+        let what = format!("{method} {}", url.path());
+        let mut request = self
+            .http
+            .request(method, url)
+            .map_err(|refusal| {
+                CrmFailure::Refused(format!("the CRM address is refused: {refusal}"))
+            })?
+            .bearer_auth(&session.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| CrmFailure::Retry(format!("{what}: {}", without_url(&e))))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let answer: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        // Errors come as `[{"message", "errorCode"}]`.
+        let first = answer.get(0);
+        let code = first
+            .and_then(|e| e.get("errorCode"))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let message = first
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .map_or_else(|| text.chars().take(300).collect(), str::to_owned);
+        match status.as_u16() {
+            200..=299 => Ok(SfAnswer::Ok(answer)),
+            401 => Ok(SfAnswer::Expired),
+            403 if code == "REQUEST_LIMIT_EXCEEDED" => Err(CrmFailure::RetryAt(
+                now + TimeDelta::hours(1),
+                format!("{what}: the org's Salesforce API allowance is spent"),
+            )),
+            429 => Err(CrmFailure::RetryAt(
+                now + TimeDelta::minutes(1),
+                format!("{what}: Salesforce is limiting requests (429)"),
+            )),
+            400..=499 => Err(CrmFailure::Refused(format!(
+                "Salesforce rejected {what} ({status} {code}): {message}"
+            ))),
+            _ => Err(CrmFailure::Retry(format!("{what}: {status}: {message}"))),
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! step rerun after a crash finds its effect instead of repeating it.
 //!
 //! Runs every node. `crm_update` writes the partners' contacts to the organisation's CRM
-//! connection ([`crate::crm`], HubSpot) when the handler has an HTTP client for it
+//! connection ([`crate::crm`], HubSpot or Salesforce) when the handler has an HTTP client for it
 //! ([`step_handler_with`]); without a connection the instance stops as `blocked`, saying
 //! so. Waits for events (`wait` until an event, `payment` after its
 //! request, a `client_action` form) are resumed by the store when a matching event for the
@@ -843,7 +843,10 @@ async fn crm_update(
     use crate::crm::CrmFailure;
     let system = match node.system {
         crate::model::CrmSystem::Hubspot => "hubspot",
-        other => return Ok(Err(format!("WedSync cannot write to {other:?} yet"))),
+        crate::model::CrmSystem::Salesforce => "salesforce",
+        crate::model::CrmSystem::Tave => {
+            return Ok(Err("WedSync cannot write to Táve yet".into()));
+        }
     };
     let Some(writer) = &effects.crm else {
         return Ok(Err("this node has no HTTP client for CRM updates".into()));
@@ -885,10 +888,16 @@ async fn crm_update(
             continue;
         };
         let name = partner.name.as_deref().unwrap_or_default();
-        match writer
-            .hubspot_upsert(&creds, email, name, &properties, now)
-            .await
-        {
+        let upsert = if system == "salesforce" {
+            writer
+                .salesforce_upsert(&creds, email, name, &properties, now)
+                .await
+        } else {
+            writer
+                .hubspot_upsert(&creds, email, name, &properties, now)
+                .await
+        };
+        match upsert {
             Ok(contact) => written.push(json!({ "partner": i, "id": contact })),
             Err(CrmFailure::Retry(why)) => return Err(JobError::transient(why)),
             Err(CrmFailure::RetryAt(until, reason)) => {

@@ -87,11 +87,11 @@ pub fn validate(doc: &JourneyDocument, mode: Mode) -> Result<(), ValidationError
         // A step that could not run is refused before it is live.
         for node in &doc.nodes {
             if let NodeKind::CrmUpdate(c) = &node.kind
-                && c.system != CrmSystem::Hubspot
+                && c.system == CrmSystem::Tave
             {
                 errors.add(
                     format!("nodes.{}.data.system", node.id),
-                    "WedSync writes to HubSpot only for now; this step could not run",
+                    "WedSync writes to HubSpot and Salesforce only for now; this step could not run",
                 );
             }
         }

@@ -1,6 +1,9 @@
 //! CRM connections: an organisation's credentials for a CRM that journeys' `crm_update`
-//! steps write to. One connection per CRM; the access token is sealed at rest (AES-256-GCM
+//! steps write to. One connection per CRM; the credentials (HubSpot: a private app's access
+//! token; Salesforce: a connected app's client id and secret) are sealed at rest (AES-256-GCM
 //! under the master key, bound to the connection's id) and never returned.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, QueryResult};
@@ -14,7 +17,7 @@ use crate::sql::stmt;
 use crate::{Actor, Store, StoreError, StoreResult};
 
 /// The CRMs WedSync can write to.
-pub const SYSTEMS: [&str; 1] = ["hubspot"];
+pub const SYSTEMS: [&str; 2] = ["hubspot", "salesforce"];
 
 /// A CRM connection as the API shows it (never its token).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -22,11 +25,12 @@ pub struct CrmConnection {
     /// `crm_…`.
     #[schema(value_type = String)]
     pub id: CrmConnectionId,
-    /// The CRM: `hubspot`.
+    /// The CRM: `hubspot` or `salesforce`.
     pub system: String,
     /// A name for people.
     pub name: String,
-    /// The API base URL (HubSpot: `https://api.hubapi.com`).
+    /// The API base URL (HubSpot: `https://api.hubapi.com`; Salesforce: the org's My Domain
+    /// URL, where its token endpoint is).
     pub base_url: String,
     /// When it was added.
     pub created_at: DateTime<Utc>,
@@ -35,28 +39,54 @@ pub struct CrmConnection {
 }
 
 /// A new CRM connection.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CrmConnectionInput {
-    /// The CRM: `hubspot`.
+    /// The CRM: `hubspot` or `salesforce`.
     pub system: String,
     /// A name for people (default: the CRM's).
     #[serde(default)]
     pub name: Option<String>,
-    /// The access token (HubSpot: a private app's token, `pat-…`); write-only.
-    pub access_token: String,
-    /// The API base URL, for a sandbox or a proxy (default: the CRM's public API).
+    /// HubSpot: a private app's access token (`pat-…`); write-only.
+    #[serde(default)]
+    pub access_token: Option<String>,
+    /// Salesforce: the connected app's consumer key (client credentials flow); write-only.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Salesforce: the connected app's consumer secret; write-only.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// The API base URL: HubSpot's public API by default (set it for a proxy); required for
+    /// Salesforce, the org's My Domain URL (`https://acme.my.salesforce.com`).
     #[serde(default)]
     pub base_url: Option<String>,
 }
 
-/// A connection with its token opened, for a step that writes with it.
+impl std::fmt::Debug for CrmConnectionInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrmConnectionInput")
+            .field("system", &self.system)
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection with its credentials opened, for a step that writes with it.
 #[derive(Clone)]
 pub struct CrmCredentials {
     /// The connection.
     pub connection: CrmConnection,
-    /// The access token.
-    pub access_token: String,
+    /// The credentials by name: `access_token` (HubSpot), `client_id` and `client_secret`
+    /// (Salesforce).
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl CrmCredentials {
+    /// One credential, or an empty string when the connection has none by that name.
+    pub fn secret(&self, name: &str) -> &str {
+        self.secrets.get(name).map_or("", String::as_str)
+    }
 }
 
 impl std::fmt::Debug for CrmCredentials {
@@ -67,9 +97,9 @@ impl std::fmt::Debug for CrmCredentials {
     }
 }
 
-/// The public API base URL of `system` (every system in [`SYSTEMS`]).
-pub fn default_base_url(_system: &str) -> &'static str {
-    "https://api.hubapi.com"
+/// The public API base URL of `system`, when it has one (Salesforce's is per org).
+pub fn default_base_url(system: &str) -> Option<&'static str> {
+    (system == "hubspot").then_some("https://api.hubapi.com")
 }
 
 fn to_connection(row: &QueryResult) -> StoreResult<CrmConnection> {
@@ -84,7 +114,8 @@ fn to_connection(row: &QueryResult) -> StoreResult<CrmConnection> {
         base_url: config
             .get("base_url")
             .and_then(serde_json::Value::as_str)
-            .unwrap_or(default_base_url(&system))
+            .or(default_base_url(&system))
+            .unwrap_or_default()
             .to_owned(),
         system,
         name: row.try_get("", "name")?,
@@ -93,8 +124,19 @@ fn to_connection(row: &QueryResult) -> StoreResult<CrmConnection> {
     })
 }
 
+/// The name and the credentials a system needs.
+fn credential_names(system: &str) -> (&'static str, &'static [&'static str]) {
+    match system {
+        "salesforce" => ("Salesforce", &["client_id", "client_secret"]),
+        _ => ("HubSpot", &["access_token"]),
+    }
+}
+
+/// What a valid input stores: the name, the base URL, the credentials to seal.
+type Checked = (String, Option<String>, BTreeMap<String, String>);
+
 impl CrmConnectionInput {
-    fn validate(&self) -> Result<(String, Option<String>), ValidationErrors> {
+    fn validate(&self) -> Result<Checked, ValidationErrors> {
         let mut errors = ValidationErrors::default();
         if !SYSTEMS.contains(&self.system.as_str()) {
             errors.add(
@@ -106,25 +148,47 @@ impl CrmConnectionInput {
                 ),
             );
         }
-        let token = self.access_token.trim();
-        if token.is_empty() || token.len() > 4096 || token.chars().any(char::is_control) {
-            errors.add(
-                "access_token",
-                "1 to 4096 characters, no control characters",
-            );
+        let (label, needed) = credential_names(&self.system);
+        let mut secrets = BTreeMap::new();
+        for (field, value) in [
+            ("access_token", &self.access_token),
+            ("client_id", &self.client_id),
+            ("client_secret", &self.client_secret),
+        ] {
+            let wanted = needed.contains(&field);
+            match value.as_deref().map(str::trim) {
+                Some(v) if wanted => {
+                    if v.is_empty() || v.len() > 4096 || v.chars().any(char::is_control) {
+                        errors.add(field, "1 to 4096 characters, no control characters");
+                    } else {
+                        secrets.insert(field.to_owned(), v.to_owned());
+                    }
+                }
+                None if wanted => errors.add(field, format!("{label} needs it")),
+                Some(_) => errors.add(field, format!("{label} does not take it")),
+                None => {}
+            }
         }
         let name = self
             .name
             .as_deref()
             .map(str::trim)
             .filter(|n| !n.is_empty())
-            .unwrap_or("HubSpot")
+            .unwrap_or(label)
             .to_owned();
         if name.chars().count() > 200 {
             errors.add("name", "at most 200 characters");
         }
         let base_url = match self.base_url.as_deref() {
-            None => None,
+            None => {
+                if self.system == "salesforce" {
+                    errors.add(
+                        "base_url",
+                        "Salesforce needs the org's My Domain URL, e.g. https://acme.my.salesforce.com",
+                    );
+                }
+                None
+            }
             Some(raw) => match url::Url::parse(raw) {
                 Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {
                     Some(raw.trim_end_matches('/').to_owned())
@@ -135,7 +199,7 @@ impl CrmConnectionInput {
                 }
             },
         };
-        errors.into_result((name, base_url))
+        errors.into_result((name, base_url, secrets))
     }
 }
 
@@ -147,18 +211,20 @@ impl Store {
         input: CrmConnectionInput,
         actor: &Actor,
     ) -> StoreResult<CrmConnection> {
-        let (name, base_url) = input.validate()?;
+        let (name, base_url, secrets) = input.validate()?;
         let now = self.clock().now();
         let id = CrmConnectionId::new_at(now);
+        let plain = serde_json::to_vec(&secrets)
+            .map_err(|e| StoreError::Conflict(format!("credentials: {e}")))?;
         let sealed = self
             .master_key()?
-            .seal(&format!("{id}:token"), input.access_token.trim().as_bytes())?;
+            .seal(&format!("{id}:credentials"), &plain)?;
         let config = serde_json::json!({ "base_url": base_url });
         let tx = self.write_tx().await?;
         let inserted = tx
             .execute_raw(stmt(
                 self.backend(),
-                "INSERT INTO crm_connections (id, org_id, system, name, config, token_sealed, \
+                "INSERT INTO crm_connections (id, org_id, system, name, config, credentials_sealed, \
                  created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
                 vec![
                     id.to_string().into(),
@@ -262,8 +328,8 @@ impl Store {
         Ok(())
     }
 
-    /// The organisation's connection to `system` with its token opened; `None` when there is
-    /// none.
+    /// The organisation's connection to `system` with its credentials opened; `None` when
+    /// there is none.
     pub async fn crm_credentials(
         &self,
         org: &OrgId,
@@ -281,14 +347,15 @@ impl Store {
             return Ok(None);
         };
         let connection = to_connection(&row)?;
-        let token = self.master_key()?.open(
-            &format!("{}:token", connection.id),
-            &row.try_get::<String>("", "token_sealed")?,
+        let plain = self.master_key()?.open(
+            &format!("{}:credentials", connection.id),
+            &row.try_get::<String>("", "credentials_sealed")?,
         )?;
         Ok(Some(CrmCredentials {
             connection,
-            access_token: String::from_utf8(token)
-                .map_err(|_| StoreError::Conflict("stored crm token is not text".into()))?,
+            secrets: serde_json::from_slice(&plain).map_err(|_| {
+                StoreError::Conflict("stored crm credentials are unreadable".into())
+            })?,
         }))
     }
 }

@@ -1520,7 +1520,7 @@ mod m0011_crm_connections {
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
             // One connection per organisation and CRM: what `crm_update` steps write with.
-            // The access token is sealed under the master key, bound to the row's id.
+            // The credentials (JSON) are sealed under the master key, bound to the row's id.
             manager
                 .create_table(
                     Table::create()
@@ -1530,7 +1530,7 @@ mod m0011_crm_connections {
                         .col(string("system"))
                         .col(string("name"))
                         .col(text("config"))
-                        .col(text("token_sealed"))
+                        .col(text("credentials_sealed"))
                         .col(big_integer("created_at"))
                         .col(big_integer("updated_at"))
                         .foreign_key(&mut fk(

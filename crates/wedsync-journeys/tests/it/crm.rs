@@ -1,7 +1,8 @@
-//! `crm_update` steps against a local HubSpot stand-in that keeps contacts by email and
-//! checks every request's documented shape (`reference/providers.md`: `POST
-//! /crm/v3/objects/contacts {"properties": {…}}`, contacts dedupe on `email`; a private app
-//! token as a bearer token).
+//! `crm_update` steps against local HubSpot and Salesforce stand-ins that keep contacts by
+//! email and check every request's documented shape (`reference/providers.md`). HubSpot:
+//! `POST /crm/v3/objects/contacts {"properties": {…}}`, contacts dedupe on `email`, a private
+//! app token as a bearer token. Salesforce: a session from `/services/oauth2/token` (whose
+//! answer names the `instance_url`), SOQL at `/query?q=`, `sobjects/Contact`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -158,7 +159,9 @@ impl Ctx {
                 CrmConnectionInput {
                     system: "hubspot".into(),
                     name: None,
-                    access_token: TOKEN.into(),
+                    access_token: Some(TOKEN.into()),
+                    client_id: None,
+                    client_secret: None,
                     base_url: Some(base.into()),
                 },
                 &operator(),
@@ -309,7 +312,7 @@ async fn a_crm_update_waits_out_a_rate_limit_and_stops_blocked_on_a_refused_toke
 }
 
 #[test]
-fn only_hubspot_updates_can_be_published_and_templates_must_compile() {
+fn tave_updates_cannot_be_published_and_crm_templates_must_compile() {
     let check = |update: Value, mode| {
         let doc = wedsync_journeys::JourneyDocument::parse(&crm_journey(update)).expect("parses");
         wedsync_journeys::validate(&doc, mode)
@@ -325,4 +328,202 @@ fn only_hubspot_updates_can_be_published_and_templates_must_compile() {
     assert_eq!(check(broken, Draft), ["nodes.crm.data.fields.stage"]);
     let vendor = json!({"system": "hubspot", "fields": {"stage": "x"}, "contacts": "vendor"});
     assert_eq!(check(vendor, Draft), ["nodes.crm.data.contacts"]);
+}
+
+const CLIENT_ID: &str = "3MVG9-test-consumer-key";
+const CLIENT_SECRET: &str = "sf-consumer-secret";
+
+#[derive(Default)]
+struct Salesforce {
+    base: String,
+    /// The session currently valid, and how many were granted.
+    session: Option<String>,
+    granted: usize,
+    contacts: HashMap<String, (String, Value)>,
+    calls: Vec<(String, String)>,
+}
+
+async fn salesforce() -> (Arc<Mutex<Salesforce>>, String) {
+    let state: Arc<Mutex<Salesforce>> = Arc::default();
+    let s = state.clone();
+    let app = axum::Router::new().fallback(
+        move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+            let s = s.clone();
+            async move {
+                let mut sf = s.lock().expect("lock");
+                let path = uri.path().to_owned();
+                sf.calls.push((method.to_string(), path.clone()));
+                let json_reply = |status: u16, body: Value| {
+                    (StatusCode::from_u16(status).expect("status"), body.to_string())
+                };
+                if path == "/services/oauth2/token" {
+                    assert_eq!(method, Method::POST);
+                    assert_eq!(
+                        headers.get("content-type").and_then(|v| v.to_str().ok()),
+                        Some("application/x-www-form-urlencoded")
+                    );
+                    let form: HashMap<String, String> =
+                        url::form_urlencoded::parse(&body).into_owned().collect();
+                    assert_eq!(form["grant_type"], "client_credentials");
+                    if form["client_id"] != CLIENT_ID || form["client_secret"] != CLIENT_SECRET {
+                        return json_reply(
+                            400,
+                            json!({"error": "invalid_client", "error_description": "invalid client credentials"}),
+                        );
+                    }
+                    sf.granted += 1;
+                    let token = format!("00D!session-{}", sf.granted);
+                    sf.session = Some(token.clone());
+                    let base = sf.base.clone();
+                    return json_reply(
+                        200,
+                        json!({"access_token": token, "instance_url": base, "token_type": "Bearer"}),
+                    );
+                }
+                let bearer = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_owned);
+                if bearer.is_none() || bearer != sf.session {
+                    return json_reply(
+                        401,
+                        json!([{"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]),
+                    );
+                }
+                let api = "/services/data/v60.0";
+                if method == Method::GET && path == format!("{api}/query") {
+                    let q: HashMap<String, String> = url::form_urlencoded::parse(
+                        uri.query().expect("a query").as_bytes(),
+                    )
+                    .into_owned()
+                    .collect();
+                    let soql = &q["q"];
+                    let email = soql
+                        .strip_prefix("SELECT Id FROM Contact WHERE Email = '")
+                        .and_then(|r| r.strip_suffix("' LIMIT 1"))
+                        .expect("the documented SOQL");
+                    let records: Vec<Value> = sf
+                        .contacts
+                        .get(email)
+                        .map(|(id, _)| json!({"attributes": {"type": "Contact"}, "Id": id}))
+                        .into_iter()
+                        .collect();
+                    return json_reply(
+                        200,
+                        json!({"totalSize": records.len(), "done": true, "records": records}),
+                    );
+                }
+                let fields: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                if method == Method::POST && path == format!("{api}/sobjects/Contact") {
+                    if fields.get("LastName").is_none() {
+                        return json_reply(
+                            400,
+                            json!([{"message": "Required fields are missing: [LastName]", "errorCode": "REQUIRED_FIELD_MISSING"}]),
+                        );
+                    }
+                    let email = fields["Email"].as_str().expect("Email").to_owned();
+                    let id = format!("003{:015}", sf.contacts.len() + 1);
+                    sf.contacts.insert(email, (id.clone(), fields));
+                    return json_reply(201, json!({"id": id, "success": true, "errors": []}));
+                }
+                if method == Method::PATCH
+                    && let Some(id) = path.strip_prefix(&format!("{api}/sobjects/Contact/"))
+                {
+                    let found = sf.contacts.values_mut().find(|(cid, _)| cid == id);
+                    let Some((_, stored)) = found else {
+                        return json_reply(404, json!([{"message": "not found", "errorCode": "NOT_FOUND"}]));
+                    };
+                    for (k, v) in fields.as_object().cloned().unwrap_or_default() {
+                        stored[k] = v;
+                    }
+                    return (StatusCode::NO_CONTENT, String::new());
+                }
+                panic!("unexpected {method} {path}")
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let base = format!("http://{addr}");
+    state.lock().expect("lock").base = base.clone();
+    (state, base)
+}
+
+#[tokio::test]
+async fn a_crm_update_writes_salesforce_contacts_with_a_session_it_renews_when_refused() {
+    let c = ctx("2027-01-10T12:00:00Z", "2027-09-18").await.with_crm();
+    let (sf, base) = salesforce().await;
+    sf.lock().expect("lock").contacts.insert(
+        "alex@example.com".into(),
+        (
+            "003000000000000501".into(),
+            json!({"Email": "alex@example.com", "LastName": "Morgan"}),
+        ),
+    );
+    c.store
+        .create_crm_connection(
+            &c.org,
+            CrmConnectionInput {
+                system: "salesforce".into(),
+                name: Some("Lens & Lace Salesforce".into()),
+                access_token: None,
+                client_id: Some(CLIENT_ID.into()),
+                client_secret: Some(CLIENT_SECRET.into()),
+                base_url: Some(base.clone()),
+            },
+            &operator(),
+        )
+        .await
+        .expect("connection");
+    let journey = c
+        .publish(crm_journey(json!({
+            "system": "salesforce",
+            "fields": {"Wedding_Date__c": "{{ couple.wedding_date }}", "LeadSource": "WedSync"}
+        })))
+        .await;
+    let (first, _) = c.start(&journey, "manual:1").await;
+    c.drain().await;
+    let (done, history) = c.instance(&first).await;
+    assert_eq!(done.status, "completed", "{history:?}");
+    {
+        let s = sf.lock().expect("lock");
+        assert_eq!(s.granted, 1);
+        let calls: Vec<(&str, &str)> = s
+            .calls
+            .iter()
+            .map(|(m, p)| (m.as_str(), p.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("POST", "/services/oauth2/token"),
+                ("GET", "/services/data/v60.0/query"),
+                (
+                    "PATCH",
+                    "/services/data/v60.0/sobjects/Contact/003000000000000501"
+                ),
+                ("GET", "/services/data/v60.0/query"),
+                ("POST", "/services/data/v60.0/sobjects/Contact"),
+            ]
+        );
+        assert_eq!(
+            s.contacts["alex@example.com"].1,
+            json!({"Email": "alex@example.com", "LastName": "Morgan", "Wedding_Date__c": "2027-09-18", "LeadSource": "WedSync"})
+        );
+        assert_eq!(
+            s.contacts["sam@example.com"].1,
+            json!({"Email": "sam@example.com", "FirstName": "Sam", "LastName": "Taylor", "Wedding_Date__c": "2027-09-18", "LeadSource": "WedSync"})
+        );
+    }
+
+    // Salesforce ends the session: the next step buys one more and goes on.
+    sf.lock().expect("lock").session = Some("revoked".into());
+    let (second, _) = c.start(&journey, "manual:2").await;
+    c.drain().await;
+    assert_eq!(c.instance(&second).await.0.status, "completed");
+    assert_eq!(sf.lock().expect("lock").granted, 2);
 }

@@ -494,17 +494,32 @@ async fn crm_connections_are_admin_managed_one_per_crm_and_never_show_their_toke
         .post(
             &key,
             "/v1/crm-connections",
-            json!({ "system": "salesforce", "access_token": "", "base_url": "ftp://x" }),
+            json!({ "system": "pipedrive", "access_token": "", "base_url": "ftp://x" }),
         )
         .await;
     bad.problem(422, "validation");
-    let fields: Vec<&str> = bad.body["errors"]
-        .as_array()
-        .expect("errors")
-        .iter()
-        .filter_map(|e| e["field"].as_str())
-        .collect();
-    assert_eq!(fields, ["system", "access_token", "base_url"]);
+    let fields = |reply: &crate::support::Reply| -> Vec<String> {
+        reply.body["errors"]
+            .as_array()
+            .expect("errors")
+            .iter()
+            .filter_map(|e| e["field"].as_str().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(fields(&bad), ["system", "access_token", "base_url"]);
+    // Salesforce takes a connected app's client credentials and the org's own URL.
+    let salesforce = app
+        .post(
+            &key,
+            "/v1/crm-connections",
+            json!({ "system": "salesforce", "access_token": "x" }),
+        )
+        .await;
+    salesforce.problem(422, "validation");
+    assert_eq!(
+        fields(&salesforce),
+        ["access_token", "client_id", "client_secret", "base_url"]
+    );
     let listed = app.get(&key, "/v1/crm-connections").await;
     assert_eq!(listed.ok(200).as_array().map(Vec::len), Some(1));
     assert!(!listed.body.to_string().contains(token));
