@@ -171,7 +171,12 @@ impl CrmWriter {
         body: &Value,
         now: DateTime<Utc>,
     ) -> Result<Answer, CrmFailure> {
-        let what = format!("{method} {}", url.path());
+        // Said in errors, logs and instance reasons: never the contact's email.
+        let path = url.path();
+        let what = match path.find("/contacts/") {
+            Some(i) => format!("{method} {}/contacts/{{email}}", &path[..i]),
+            None => format!("{method} {path}"),
+        };
         let request = self
             .http
             .request(method, url)
@@ -370,6 +375,12 @@ impl CrmWriter {
                 .map(str::to_owned),
         };
         if let Some(id) = found {
+            // A record id is 15 or 18 letters and digits; anything else is not put in a path.
+            if !matches!(id.len(), 15 | 18) || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Err(CrmFailure::Refused(format!(
+                    "Salesforce answered the contact query with an unexpected id `{id}`"
+                )));
+            }
             let url = parse(format!("{api}/sobjects/Contact/{id}"))?;
             let body = Value::Object(fields.clone());
             return Ok(

@@ -322,6 +322,18 @@ fn stripe_events_of_one_payment_share_its_payment_id_and_an_unpaid_checkout_is_n
         assert_eq!(out.events[0].event_type, "payment.completed", "{body}");
         assert_eq!(out.events[0].data["payment_id"], json!("pi_9"), "{body}");
     }
+    // An invoice on a newer API version names its payment intent under `payments`.
+    let newer = normalized(
+        r#"{"id":"evt_n","type":"invoice.paid","data":{"object":{"id":"in_8","amount_paid":50000,"currency":"gbp",
+            "payments":{"object":"list","data":[{"payment":{"type":"payment_intent","payment_intent":"pi_9"}}]}}}}"#,
+    );
+    assert_eq!(newer.events[0].data["payment_id"], json!("pi_9"));
+    // A subscription's checkout session names only its invoice.
+    let subscription = normalized(
+        r#"{"id":"evt_s","type":"checkout.session.completed","data":{"object":{"id":"cs_7","mode":"subscription",
+            "payment_intent":null,"invoice":"in_7","payment_status":"paid","amount_total":9000,"currency":"gbp"}}}"#,
+    );
+    assert_eq!(subscription.events[0].data["payment_id"], json!("in_7"));
     // A charge made without a payment intent is its own payment.
     let legacy = normalized(
         r#"{"id":"evt_5","type":"charge.succeeded","data":{"object":{"id":"ch_7","amount":100,"currency":"gbp"}}}"#,

@@ -132,6 +132,22 @@ fn credential_names(system: &str) -> (&'static str, &'static [&'static str]) {
     }
 }
 
+/// Whether a base URL may be stored: https (http only to this machine: a local proxy or a
+/// test double), no user or password (it is shown to viewers), no query or fragment.
+fn base_url_ok(u: &url::Url) -> bool {
+    let local = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => return false,
+    };
+    (u.scheme() == "https" || (u.scheme() == "http" && local))
+        && u.username().is_empty()
+        && u.password().is_none()
+        && u.query().is_none()
+        && u.fragment().is_none()
+}
+
 /// What a valid input stores: the name, the base URL, the credentials to seal.
 type Checked = (String, Option<String>, BTreeMap<String, String>);
 
@@ -190,11 +206,12 @@ impl CrmConnectionInput {
                 None
             }
             Some(raw) => match url::Url::parse(raw) {
-                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {
-                    Some(raw.trim_end_matches('/').to_owned())
-                }
+                Ok(u) if base_url_ok(&u) => Some(raw.trim_end_matches('/').to_owned()),
                 _ => {
-                    errors.add("base_url", "an absolute http(s) URL");
+                    errors.add(
+                        "base_url",
+                        "an https URL with no credentials, query or fragment (plain http only to this machine)",
+                    );
                     None
                 }
             },

@@ -619,17 +619,36 @@ fn to_step(row: &QueryResult) -> StoreResult<StepRecord> {
     })
 }
 
-/// The history output of a step an event moved: `{"event": <event id>}`.
-fn consumed_output(event_key: &str) -> serde_json::Value {
-    serde_json::json!({ "event": event_key })
+/// What an event reports, for journeys to act on once: `payment:<payment_id>` for a
+/// `payment.completed` that names its payment (Stripe reports one payment under several
+/// events, each normalised with the same `payment_id`), else `event:<event id>`. It is the
+/// trigger key of the instances the event starts (one per journey and subject) and what a
+/// step it moves records, so neither a second event of the same payment nor the same event
+/// routed again starts or moves anything twice.
+pub fn occurrence(event_type: &str, event_key: &str, data: &serde_json::Value) -> String {
+    match data
+        .get("payment_id")
+        .and_then(serde_json::Value::as_str)
+        .filter(|p| event_type == "payment.completed" && !p.is_empty())
+    {
+        Some(payment) => format!("payment:{payment}"),
+        None => format!("event:{event_key}"),
+    }
 }
 
-/// Whether `event_key` already moved `instance` (a rerouted event, a retried job): one event
-/// moves an instance once, so it cannot satisfy the wait after the one it resumed.
+/// The history output of a step an event moved: `{"occurrence": …}` ([`occurrence`]).
+fn consumed_output(occurrence: &str) -> serde_json::Value {
+    serde_json::json!({ "occurrence": occurrence })
+}
+
+/// Whether `occurrence` already moved `instance` (a rerouted event, a retried job, another
+/// event of the same payment): it moves an instance once, so it cannot satisfy the wait
+/// after the one it resumed. (The occurrence that started the instance is its trigger key,
+/// checked by the caller.)
 async fn consumed<C: ConnectionTrait>(
     db: &C,
     instance: &str,
-    event_key: &str,
+    occurrence: &str,
 ) -> StoreResult<bool> {
     Ok(db
         .query_one_raw(stmt(
@@ -638,7 +657,7 @@ async fn consumed<C: ConnectionTrait>(
              AND outcome IN ('resumed', 'progress', 'blocked') AND output = $2",
             vec![
                 instance.into(),
-                consumed_output(event_key).to_string().into(),
+                consumed_output(occurrence).to_string().into(),
             ],
         ))
         .await?
@@ -805,20 +824,27 @@ impl Store {
         }
         let now = self.clock().now();
         let couple_view = self.get_couple(org, couple).await?;
+        let booking_key = booking.map(ToString::to_string).unwrap_or_default();
+        let tx = self.write_tx().await?;
+        // Inside the transaction: a booking deleted or moved to another couple meanwhile
+        // (which cancels its instances) gets no new one.
         if let Some(booking) = booking {
-            let b = match self.get_booking(org, booking).await {
-                Err(StoreError::NotFound) => None,
-                other => Some(other?),
-            };
-            if b.is_none_or(|b| b.couple_id != *couple) {
+            let owner = tx
+                .query_one_raw(stmt(
+                    self.backend(),
+                    "SELECT couple_id FROM bookings WHERE org_id = $1 AND id = $2",
+                    vec![org.to_string().into(), booking.to_string().into()],
+                ))
+                .await?
+                .map(|r| r.try_get::<String>("", "couple_id"))
+                .transpose()?;
+            if owner != Some(couple.to_string()) {
                 return Err(StoreError::Invalid(ValidationErrors::single(
                     "booking_id",
                     "no such booking for this couple",
                 )));
             }
         }
-        let booking_key = booking.map(ToString::to_string).unwrap_or_default();
-        let tx = self.write_tx().await?;
         let j = to_journey(&Self::journey_row(&tx, org, journey).await?)?;
         let Some(version) = j.published_version else {
             return Err(StoreError::Conflict(
@@ -1595,13 +1621,14 @@ impl Store {
                 None
             };
             let context = serde_json::json!({ "type": event_type, "id": event_key, "data": data });
+            let key = occurrence(event_type, event_key, data);
             let start = self
                 .start_instance(
                     org,
                     journey,
                     couple,
                     subject_booking,
-                    &format!("event:{event_key}"),
+                    &key,
                     &trigger_node,
                     &context,
                 )
@@ -1644,12 +1671,6 @@ impl Store {
         let data: serde_json::Value =
             serde_json::from_str(&row.try_get::<String>("", "data")?).unwrap_or_default();
         let event_type: String = row.try_get("", "event_type")?;
-        if !self
-            .first_of_occurrence(&org, event_id, &event_type, &data)
-            .await?
-        {
-            return Ok(0);
-        }
         Ok(self
             .start_journeys_for_event(
                 &org,
@@ -1661,64 +1682,6 @@ impl Store {
             )
             .await?
             .len())
-    }
-}
-
-impl Store {
-    /// Whether `event_id` is the first event of the business occurrence it reports, for the
-    /// occurrences a provider reports under several events: a `payment.completed` with a
-    /// `data.payment_id` (Stripe sends one payment as `payment_intent.succeeded`,
-    /// `charge.succeeded`, `checkout.session.completed`, `invoice.paid`). The first event to
-    /// ask claims the occurrence; asking again with the same event (a retried route job)
-    /// still says yes, so a failure after the claim loses nothing. Anything else is its own
-    /// occurrence.
-    async fn first_of_occurrence(
-        &self,
-        org: &OrgId,
-        event_id: &str,
-        event_type: &str,
-        data: &serde_json::Value,
-    ) -> StoreResult<bool> {
-        let Some(payment) = data
-            .get("payment_id")
-            .and_then(serde_json::Value::as_str)
-            .filter(|_| event_type == "payment.completed")
-        else {
-            return Ok(true);
-        };
-        let occurrence = format!("{event_type}:{payment}");
-        let tx = self.write_tx().await?;
-        tx.execute_raw(stmt(
-            self.backend(),
-            "INSERT INTO event_occurrences (org_id, occurrence, event_id, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (org_id, occurrence) DO NOTHING",
-            vec![
-                org.to_string().into(),
-                occurrence.clone().into(),
-                event_id.into(),
-                to_micros(self.clock().now()).into(),
-            ],
-        ))
-        .await?;
-        let first = tx
-            .query_one_raw(stmt(
-                self.backend(),
-                "SELECT event_id FROM event_occurrences WHERE org_id = $1 AND occurrence = $2",
-                vec![org.to_string().into(), occurrence.clone().into()],
-            ))
-            .await?
-            .map(|r| r.try_get::<String>("", "event_id"))
-            .transpose()?;
-        tx.commit().await?;
-        let first = first.as_deref() == Some(event_id);
-        if !first {
-            tracing::info!(
-                event_id,
-                occurrence = occurrence.as_str(),
-                "journeys skip an event: an earlier event reported the same payment"
-            );
-        }
-        Ok(first)
     }
 }
 
@@ -1809,9 +1772,9 @@ impl Store {
                 at: now,
                 outcome: outcome.into(),
                 detail,
-                // The event that moved it, so the same event never moves it again.
+                // What moved it, so the same occurrence never moves it again.
                 output: context
-                    .and_then(|c| c.get("id"))
+                    .and_then(|c| c.get("occurrence"))
                     .and_then(serde_json::Value::as_str)
                     .map(consumed_output),
             },
@@ -1841,15 +1804,20 @@ impl Store {
             .connection()
             .query_all_raw(stmt(
                 self.backend(),
-                "SELECT id, booking_id FROM journey_instances WHERE org_id = $1 AND couple_id = $2 \
-                 AND status = 'waiting'",
+                "SELECT id, booking_id, trigger_key FROM journey_instances WHERE org_id = $1 \
+                 AND couple_id = $2 AND status = 'waiting'",
                 vec![org.to_string().into(), couple.to_string().into()],
             ))
             .await?;
+        let occurrence = occurrence(event_type, event_key, data);
         let mut resumed = 0;
         for row in &rows {
             let id: String = row.try_get("", "id")?;
             let own: String = row.try_get("", "booking_id")?;
+            // What started an instance does not also satisfy its waits.
+            if row.try_get::<String>("", "trigger_key")? == occurrence {
+                continue;
+            }
             if let Some(b) = booking
                 && !own.is_empty()
                 && own != b.to_string()
@@ -1881,12 +1849,14 @@ impl Store {
                 .or_else(|| data.get("email"))
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_owned)
-                .unwrap_or_else(|| event_key.to_owned());
-            if seen.contains(&who) || consumed(&tx, &id, event_key).await? {
+                .unwrap_or_else(|| occurrence.clone());
+            if seen.contains(&who) || consumed(&tx, &id, &occurrence).await? {
                 continue;
             }
             seen.push(who);
-            let context = serde_json::json!({ "type": event_type, "id": event_key, "data": data });
+            let context = serde_json::json!({
+                "type": event_type, "id": event_key, "data": data, "occurrence": occurrence,
+            });
             if (seen.len() as u64) < needed {
                 wait["seen"] = serde_json::json!(seen);
                 self.move_instance(

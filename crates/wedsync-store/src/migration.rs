@@ -24,8 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_journey_instances::Migration),
             Box::new(m0008_timers::Migration),
             Box::new(m0009_booking_journeys::Migration),
-            Box::new(m0010_event_occurrences::Migration),
-            Box::new(m0011_crm_connections::Migration),
+            Box::new(m0010_crm_connections::Migration),
         ]
     }
 }
@@ -1459,60 +1458,14 @@ mod m0009_booking_journeys {
     }
 }
 
-mod m0010_event_occurrences {
+mod m0010_crm_connections {
     use super::*;
 
     pub struct Migration;
 
     impl MigrationName for Migration {
         fn name(&self) -> &str {
-            "m0010_event_occurrences"
-        }
-    }
-
-    #[sea_orm_migration::async_trait::async_trait]
-    impl MigrationTrait for Migration {
-        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            // One business occurrence (a payment) that a provider reports under several
-            // events: the first event to claim it is the one journeys act on.
-            manager
-                .create_table(
-                    Table::create()
-                        .table(Alias::new("event_occurrences"))
-                        .col(string("org_id"))
-                        .col(string("occurrence"))
-                        .col(string("event_id"))
-                        .col(big_integer("created_at"))
-                        .primary_key(
-                            Index::create()
-                                .col(Alias::new("org_id"))
-                                .col(Alias::new("occurrence")),
-                        )
-                        .to_owned(),
-                )
-                .await
-        }
-
-        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-            manager
-                .drop_table(
-                    Table::drop()
-                        .table(Alias::new("event_occurrences"))
-                        .to_owned(),
-                )
-                .await
-        }
-    }
-}
-
-mod m0011_crm_connections {
-    use super::*;
-
-    pub struct Migration;
-
-    impl MigrationName for Migration {
-        fn name(&self) -> &str {
-            "m0011_crm_connections"
+            "m0010_crm_connections"
         }
     }
 

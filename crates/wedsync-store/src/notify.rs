@@ -33,6 +33,10 @@ use crate::{Actor, Store, StoreError, StoreResult};
 pub const SEND_KIND: &str = "notify.send";
 /// The job kind that escalates an unacknowledged alert by one step.
 pub const ESCALATE_KIND: &str = "notify.escalate";
+/// The prefix of the idempotency keys a bulk send gives its recipients (`bulk:<key>#<i>`);
+/// a single send may not use it, so the two never meet.
+pub const BULK_KEY_PREFIX: &str = "bulk:";
+
 /// Recipients per transaction when a bulk send is created.
 pub const BULK_CHUNK: usize = 50;
 /// The most recipients one bulk request may name.
@@ -1085,6 +1089,12 @@ impl Store {
                 "an idempotency key is 1 to 255 characters",
             )));
         }
+        if idempotency_key.is_some_and(|k| k.starts_with(BULK_KEY_PREFIX)) {
+            return Err(StoreError::Invalid(ValidationErrors::single(
+                "Idempotency-Key",
+                format!("keys starting with `{BULK_KEY_PREFIX}` are the bulk sends' own"),
+            )));
+        }
         let now = self.clock().now();
         let hash_source = format!("{input:?}");
         let p = prepare(input, now, "")?;
@@ -1141,7 +1151,7 @@ impl Store {
     /// the ids in recipient order and how many were created now.
     ///
     /// With an idempotency key (honoured for `window`), recipient `i` gets the key
-    /// `<key>#<i>`: a retry after a failure part-way (some chunks committed, then an error)
+    /// `bulk:<key>#<i>`: a retry after a failure part-way (some chunks committed, then an error)
     /// finds the notifications already created and creates only the rest, so nobody gets the
     /// message twice. A recipient whose request differs from the first time is a conflict.
     pub async fn create_bulk(
@@ -1184,7 +1194,7 @@ impl Store {
             }
             let key = idempotency_key.map(|k| {
                 let hash = hex::encode(Sha256::digest(format!("{one:?}").as_bytes()));
-                (format!("{k}#{i}"), hash)
+                (format!("{BULK_KEY_PREFIX}{k}#{i}"), hash)
             });
             match prepare(one, now, &format!("recipients[{i}]")) {
                 Ok(p) => prepared.push((p, key)),

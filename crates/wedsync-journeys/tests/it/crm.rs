@@ -278,6 +278,19 @@ async fn a_crm_update_waits_out_a_rate_limit_and_stops_blocked_on_a_refused_toke
     c.drain().await;
     assert_eq!(c.instance(&second).await.0.status, "completed");
 
+    // A rejected property: blocked with HubSpot's answer, never naming the partner's email.
+    hub.lock().expect("lock").queued.push((400, None));
+    let (rejected, _) = c.start(&journey, "manual:rejected").await;
+    c.drain().await;
+    let (stopped, _) = c.instance(&rejected).await;
+    assert_eq!(stopped.status, "blocked");
+    let reason = stopped.reason.unwrap_or_default();
+    assert!(
+        reason.contains("rejected PATCH /crm/v3/objects/contacts/{email} (400"),
+        "{reason}"
+    );
+    assert!(!reason.contains("alex@example.com"), "{reason}");
+
     // A revoked token: blocked with HubSpot's answer, and retried by hand once fixed.
     hub.lock().expect("lock").queued.push((401, None));
     let (third, _) = c.start(&journey, "manual:3").await;

@@ -1,4 +1,5 @@
-//! One payment, reported by its provider under several events, moves journeys once: Stripe
+//! One payment, reported by its provider under several events, starts and moves each journey
+//! once (after its own filters: a trigger on one of the events still fires): Stripe
 //! sends a card payment as `payment_intent.succeeded`, `charge.succeeded`,
 //! `checkout.session.completed` and `invoice.paid`, all `payment.completed` once normalised.
 //! The payloads go through the real normaliser and the real ingest.
@@ -154,6 +155,42 @@ async fn one_payment_reported_four_times_starts_and_resumes_journeys_once() {
             "viewport": {"x": 0, "y": 0, "zoom": 1}
         }))
         .await;
+    // Started by a payment, then waiting for the next one: the payment that started it must
+    // not also count as the next.
+    let next_payment = c
+        .publish(json!({
+            "nodes": [
+                {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0}, "data": {"trigger": {"kind": "payment_received"}}},
+                wait("next"), email("got-next", "Next payment received"),
+                {"id": "done", "type": "end", "position": {"x": 0, "y": 5}, "data": {}}
+            ],
+            "edges": [
+                {"id": "a", "source": "start", "target": "next"},
+                {"id": "b", "source": "next", "target": "got-next", "sourceHandle": "event"},
+                {"id": "b2", "source": "next", "target": "done", "sourceHandle": "timeout"},
+                {"id": "c", "source": "got-next", "target": "done"}
+            ],
+            "viewport": {"x": 0, "y": 0, "zoom": 1}
+        }))
+        .await;
+    // Filtered on the checkout's own event: it must start when that event comes, even after
+    // another event of the same payment.
+    let checkout_only = c
+        .publish(json!({
+            "nodes": [
+                {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0},
+                 "data": {"trigger": {"kind": "event", "event_type": "payment.completed",
+                                      "filter": {"provider_event_type": "checkout.session.completed"}}}},
+                email("via-checkout", "Paid through checkout"),
+                {"id": "done", "type": "end", "position": {"x": 0, "y": 5}, "data": {}}
+            ],
+            "edges": [
+                {"id": "a", "source": "start", "target": "via-checkout"},
+                {"id": "b", "source": "via-checkout", "target": "done"}
+            ],
+            "viewport": {"x": 0, "y": 0, "zoom": 1}
+        }))
+        .await;
     let (run, _) = c.start(&instalments, "manual:1").await;
     c.drain().await;
 
@@ -191,6 +228,21 @@ async fn one_payment_reported_four_times_starts_and_resumes_journeys_once() {
         c.drain().await;
     }
     assert_eq!(c.instances(&thanks).await.len(), 1, "one thank-you run");
+    assert_eq!(
+        c.instances(&checkout_only).await.len(),
+        1,
+        "the filtered trigger fired"
+    );
+    let next_runs = c.instances(&next_payment).await;
+    assert_eq!(next_runs.len(), 1);
+    assert_eq!(
+        (
+            next_runs[0].status.as_str(),
+            next_runs[0].current_node.as_str()
+        ),
+        ("waiting", "next"),
+        "the payment that started it is not the next one"
+    );
     let (now, _) = c.instance(&run).await;
     assert_eq!(
         (now.status.as_str(), now.current_node.as_str()),
@@ -198,7 +250,14 @@ async fn one_payment_reported_four_times_starts_and_resumes_journeys_once() {
         "the deposit's echoes must not pay the balance"
     );
     let subjects: Vec<String> = c.subjects(&c.sent(Email).await).await;
-    assert_eq!(subjects, ["Deposit received", "Payment received"]);
+    assert_eq!(
+        subjects,
+        [
+            "Deposit received",
+            "Paid through checkout",
+            "Payment received"
+        ]
+    );
 
     // The balance is another payment: it counts.
     let balance = c
@@ -218,4 +277,10 @@ async fn one_payment_reported_four_times_starts_and_resumes_journeys_once() {
     c.drain().await;
     assert_eq!(c.instance(&run).await.0.status, "completed");
     assert_eq!(c.instances(&thanks).await.len(), 2);
+    let next_runs = c.instances(&next_payment).await;
+    assert_eq!(next_runs.len(), 2, "the balance starts its own run");
+    assert!(
+        next_runs.iter().any(|r| r.status == "completed"),
+        "and moves the deposit's run on"
+    );
 }

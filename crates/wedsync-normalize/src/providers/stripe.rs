@@ -21,9 +21,10 @@
 //! Stripe sends one payment under several events (`payment_intent.succeeded`,
 //! `charge.succeeded`, `checkout.session.completed`, `invoice.paid` for the same payment), so
 //! mapped `data` carries `payment_id` — the payment intent, the same in every event of one
-//! payment (the object's own id when it has none) — with `payment_intent` and
-//! `provider_event_type`, for subscribers that must count a payment once. Journeys do: they
-//! act on the first `payment.completed` of a `payment_id` only.
+//! payment (an invoice's is under `payments` on newer API versions; a subscription's
+//! checkout session names only its invoice, and an object with neither gives its own id) —
+//! with `payment_intent` and `provider_event_type`, for subscribers that must count a payment
+//! once. Journeys do: each starts or moves once per `payment_id`.
 
 use serde_json::{Map, Value, json};
 
@@ -170,15 +171,29 @@ fn payment_data(stripe_type: &str, canonical: &str, rule: AmountRule, object: &V
     );
     // Lets subscribers tie a charge or invoice back to its payment intent and count one
     // payment once.
-    let payment_intent = object.get("payment_intent").and_then(|p| match p {
-        Value::Object(_) => p.get("id").and_then(id_text),
-        other => id_text(other),
-    });
+    // Invoices on API versions from 2025-03-31 name it under `payments` instead.
+    let payment_intent = object
+        .get("payment_intent")
+        .or_else(|| object.pointer("/payments/data/0/payment/payment_intent"))
+        .and_then(|p| match p {
+            Value::Object(_) => p.get("id").and_then(id_text),
+            other => id_text(other),
+        });
+    // A subscription's checkout session names no payment intent, only its first invoice.
     let payment_id = if stripe_type.starts_with("payment_intent.") {
         object.get("id").and_then(id_text)
     } else {
         payment_intent
             .clone()
+            .or_else(|| {
+                object
+                    .get("invoice")
+                    .filter(|_| stripe_type.starts_with("checkout.session."))
+                    .and_then(|i| match i {
+                        Value::Object(_) => i.get("id").and_then(id_text),
+                        other => id_text(other),
+                    })
+            })
             .or_else(|| object.get("id").and_then(id_text))
     };
     if let Some(pi) = payment_intent {

@@ -1441,6 +1441,23 @@ async fn a_bulk_send_retried_with_its_key_after_a_partial_commit_creates_only_th
         matches!(&refused, Err(wedsync_store::StoreError::Conflict(m)) if m.contains("recipient 55")),
         "{refused:?}"
     );
+    // A single send cannot take a bulk send's key.
+    let Err(wedsync_store::StoreError::Invalid(e)) = c
+        .store
+        .create_notification(
+            &c.org,
+            NotificationInput {
+                to: email_to("guest0@example.com"),
+                ..message.clone()
+            },
+            Some("bulk:open-day#0"),
+            window,
+        )
+        .await
+    else {
+        panic!("refused")
+    };
+    assert_eq!(e.0[0].field, "Idempotency-Key");
     // After the window the key is free again: a new send.
     c.advance(TimeDelta::hours(25));
     let (_, created) = c

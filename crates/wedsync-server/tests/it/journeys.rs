@@ -507,6 +507,22 @@ async fn crm_connections_are_admin_managed_one_per_crm_and_never_show_their_toke
             .collect()
     };
     assert_eq!(fields(&bad), ["system", "access_token", "base_url"]);
+    // A base URL is shown to viewers and carries tokens: https, no credentials in it.
+    for base_url in [
+        "https://user:pass@proxy.example",
+        "http://crm.example.com",
+        "https://x.example/?k=v",
+    ] {
+        let refused = app
+            .post(
+                &key,
+                "/v1/crm-connections",
+                json!({ "system": "hubspot", "access_token": "x", "base_url": base_url }),
+            )
+            .await;
+        refused.problem(422, "validation");
+        assert_eq!(fields(&refused), ["base_url"], "{base_url}");
+    }
     // Salesforce takes a connected app's client credentials and the org's own URL.
     let salesforce = app
         .post(

@@ -30,8 +30,7 @@ async fn migrating_twice_is_a_no_op() {
             "m0007_journey_instances",
             "m0008_timers",
             "m0009_booking_journeys",
-            "m0010_event_occurrences",
-            "m0011_crm_connections"
+            "m0010_crm_connections"
         ]
     );
     assert!(store.migrate().await.expect("again").is_empty());
