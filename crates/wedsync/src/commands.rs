@@ -236,7 +236,12 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Jobs(command) => jobs(&settings, command).await,
         Command::Source(command) => sources(&settings, command).await,
         Command::Endpoint(command) => endpoints(&settings, command).await,
-        Command::Journey(command) => journey(command),
+        Command::Journey(command) => match command {
+            JourneyCommand::Validate { .. }
+            | JourneyCommand::Simulate { .. }
+            | JourneyCommand::Template { .. } => journey(command),
+            command => journey_in_db(&settings, command).await,
+        },
         Command::Config(ConfigCommand::Check(out)) => {
             let value = settings.redacted();
             if out.json {
@@ -300,6 +305,248 @@ fn read_document(file: &std::path::Path) -> anyhow::Result<wedsync_journeys::Jou
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
     wedsync_journeys::JourneyDocument::parse(&value).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn print_instance(i: &wedsync_store::journeys::Instance) {
+    println!(
+        "{}  {:<9}  at {:<16}  v{}  {}{}  {}",
+        i.id,
+        i.status,
+        i.current_node,
+        i.version,
+        i.couple_id,
+        i.booking_id.map(|b| format!(" {b}")).unwrap_or_default(),
+        i.due_at
+            .map(|d| format!("due {}", d.to_rfc3339()))
+            .or_else(|| i.reason.clone())
+            .unwrap_or_default()
+    );
+}
+
+/// The journey subcommands that work on an organisation's stored journeys.
+async fn journey_in_db(settings: &Settings, command: JourneyCommand) -> anyhow::Result<ExitCode> {
+    use wedsync_store::journeys::{InstanceFilter, Operation};
+    let store = open_current(settings).await?;
+    let journey_id = |raw: &str| -> anyhow::Result<wedsync_core::id::JourneyId> {
+        raw.parse().map_err(|e| anyhow::anyhow!("journey id: {e}"))
+    };
+    let explain = |e: StoreError| match e {
+        StoreError::NotFound => anyhow::anyhow!("no such journey or instance in this organisation"),
+        StoreError::Invalid(errors) => anyhow::anyhow!(
+            "{}",
+            errors
+                .0
+                .iter()
+                .map(|f| format!("{}: {}", f.field, f.message))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ),
+        other => anyhow::anyhow!("{other}"),
+    };
+    let checked = |doc: &wedsync_journeys::JourneyDocument, mode| {
+        wedsync_journeys::validate(doc, mode).map_err(|errors| {
+            anyhow::anyhow!(
+                "{}",
+                errors
+                    .0
+                    .iter()
+                    .map(|f| format!("{}: {}", f.field, f.message))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+    };
+    match command {
+        JourneyCommand::Import {
+            file,
+            org,
+            name,
+            description,
+            publish,
+            out,
+        } => {
+            let org = parse_org(&org)?;
+            let doc = read_document(&file)?;
+            checked(&doc, wedsync_journeys::Mode::Draft)?;
+            if publish {
+                checked(&doc, wedsync_journeys::Mode::Publish)?;
+            }
+            let mut journey = store
+                .create_journey(&org, &name, &description, &doc.to_json(), &operator())
+                .await
+                .map_err(explain)?;
+            if publish {
+                journey = store
+                    .publish_journey(&org, &journey.id, journey.revision, &operator())
+                    .await
+                    .map_err(explain)?
+                    .0;
+            }
+            if out.json {
+                print_json(&serde_json::to_value(&journey)?);
+            } else {
+                println!(
+                    "{}  {}  revision {}  {}",
+                    journey.id,
+                    journey.name,
+                    journey.revision,
+                    journey
+                        .published_version
+                        .map_or_else(|| "draft".to_owned(), |v| format!("published v{v}"))
+                );
+            }
+        }
+        JourneyCommand::Export { id, org, published } => {
+            let org = parse_org(&org)?;
+            let id = journey_id(&id)?;
+            let document = match published {
+                Some(v) => {
+                    store
+                        .journey_version(&org, &id, v)
+                        .await
+                        .map_err(explain)?
+                        .document
+                }
+                None => store.get_journey(&org, &id).await.map_err(explain)?.draft,
+            };
+            print_json(&document);
+        }
+        JourneyCommand::Publish { id, org, out } => {
+            let org = parse_org(&org)?;
+            let id = journey_id(&id)?;
+            let journey = store.get_journey(&org, &id).await.map_err(explain)?;
+            let doc = wedsync_journeys::JourneyDocument::parse(&journey.draft)
+                .map_err(|e| anyhow::anyhow!("the draft: {e}"))?;
+            checked(&doc, wedsync_journeys::Mode::Publish)?;
+            let (journey, version) = store
+                .publish_journey(&org, &id, journey.revision, &operator())
+                .await
+                .map_err(explain)?;
+            if out.json {
+                print_json(&serde_json::json!({ "journey": journey, "version": version }));
+            } else {
+                println!("{} published as version {}", journey.id, version.version);
+            }
+        }
+        JourneyCommand::Instances {
+            id,
+            org,
+            couple,
+            booking,
+            status,
+            out,
+        } => {
+            let org = parse_org(&org)?;
+            let id = journey_id(&id)?;
+            let filter = InstanceFilter {
+                couple_id: couple
+                    .map(|c| c.parse())
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--couple: {e}"))?,
+                booking_id: booking
+                    .map(|b| b.parse())
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--booking: {e}"))?,
+                status,
+            };
+            let mut all = Vec::new();
+            let mut page = wedsync_store::page::PageRequest {
+                limit: Some(100),
+                after: None,
+            };
+            loop {
+                let got = store
+                    .list_instances(&org, &id, &filter, &page)
+                    .await
+                    .map_err(explain)?;
+                all.extend(got.data);
+                match got.next_cursor {
+                    Some(next) => page.after = Some(next),
+                    None => break,
+                }
+            }
+            if out.json {
+                print_json(&serde_json::to_value(&all)?);
+            } else {
+                for i in &all {
+                    print_instance(i);
+                }
+            }
+        }
+        JourneyCommand::Instance { id, org, out } => {
+            let org = parse_org(&org)?;
+            let (instance, history) = store.get_instance(&org, &id).await.map_err(explain)?;
+            if out.json {
+                print_json(&serde_json::json!({ "instance": instance, "history": history }));
+            } else {
+                print_instance(&instance);
+                for h in &history {
+                    println!(
+                        "  {}  #{:<3} {:<16} {:<11} {}",
+                        h.at.to_rfc3339(),
+                        h.seq,
+                        h.node_id,
+                        h.outcome,
+                        h.detail
+                    );
+                }
+            }
+        }
+        JourneyCommand::Operate {
+            id,
+            operation,
+            org,
+            node,
+            to_version,
+            out,
+        } => {
+            let org = parse_org(&org)?;
+            let instance = if operation == "cancel" {
+                store
+                    .cancel_instance(&org, &id, &operator())
+                    .await
+                    .map_err(explain)?
+            } else {
+                let op = match operation.as_str() {
+                    "pause" => Operation::Pause,
+                    "resume" => Operation::Resume,
+                    "retry" => Operation::Retry,
+                    "complete" => Operation::Complete,
+                    "jump" => {
+                        Operation::JumpTo(node.ok_or_else(|| anyhow::anyhow!("jump needs --node"))?)
+                    }
+                    "migrate" => Operation::Migrate(match to_version {
+                        Some(v) => v,
+                        None => {
+                            let (inst, _) = store.get_instance(&org, &id).await.map_err(explain)?;
+                            store
+                                .get_journey(&org, &inst.journey_id)
+                                .await
+                                .map_err(explain)?
+                                .published_version
+                                .unwrap_or(inst.version)
+                        }
+                    }),
+                    other => anyhow::bail!(
+                        "unknown operation `{other}`: pause, resume, retry, complete, cancel, jump or migrate"
+                    ),
+                };
+                store
+                    .operate_instance(&org, &id, op, &operator())
+                    .await
+                    .map_err(explain)?
+            };
+            if out.json {
+                print_json(&serde_json::to_value(&instance)?);
+            } else {
+                print_instance(&instance);
+            }
+        }
+        JourneyCommand::Validate { .. }
+        | JourneyCommand::Simulate { .. }
+        | JourneyCommand::Template { .. } => return journey(command),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn journey(command: JourneyCommand) -> anyhow::Result<ExitCode> {
@@ -387,6 +634,7 @@ fn journey(command: JourneyCommand) -> anyhow::Result<ExitCode> {
             print_json(&doc);
             Ok(ExitCode::SUCCESS)
         }
+        _ => anyhow::bail!("this journey command needs the database"),
     }
 }
 

@@ -101,6 +101,94 @@ enum JourneyCommand {
         /// Its key
         key: String,
     },
+    /// Import a document as a new journey of an organisation (checked as a draft).
+    Import {
+        /// The document (a JSON file as the builder exports it)
+        file: PathBuf,
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// The journey's name
+        #[arg(long)]
+        name: String,
+        /// A description
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Publish it at once (after the publish checks)
+        #[arg(long)]
+        publish: bool,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Write a journey's document as JSON on stdout: its draft, or a published version.
+    Export {
+        /// The journey (jny_…)
+        id: String,
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// A published version instead of the draft
+        #[arg(long)]
+        published: Option<i32>,
+    },
+    /// Publish a journey's current draft as its next version (after the publish checks).
+    Publish {
+        /// The journey (jny_…)
+        id: String,
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// List a journey's instances, optionally a couple's, a booking's or one status's.
+    Instances {
+        /// The journey (jny_…)
+        id: String,
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// Only this couple's (cpl_…)
+        #[arg(long)]
+        couple: Option<String>,
+        /// Only this booking's (bkg_…)
+        #[arg(long)]
+        booking: Option<String>,
+        /// Only in this status (running, waiting, paused, completed, skipped, blocked, cancelled)
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Show an instance with its full history.
+    Instance {
+        /// The instance (jin_…)
+        id: String,
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Operate an instance by hand (audited): pause, resume, retry, complete, cancel,
+    /// jump (with --node) or migrate (with --version, default the published one).
+    Operate {
+        /// The instance (jin_…)
+        id: String,
+        /// The operation
+        operation: String,
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// For jump: the node to continue from
+        #[arg(long)]
+        node: Option<String>,
+        /// For migrate: the published version to move to
+        #[arg(long)]
+        to_version: Option<i32>,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,6 +48,24 @@ impl Env {
         serde_json::from_slice(&out.stdout).expect("stdout is one JSON document")
     }
 
+    /// A migrated database's new organisation, made with `org create`; its id.
+    fn org(&self) -> String {
+        let org = self.json(&[
+            "org",
+            "create",
+            "--name",
+            "Lens & Lace",
+            "--time-zone",
+            "Europe/London",
+            "--country",
+            "GB",
+            "--currency",
+            "GBP",
+            "--json",
+        ]);
+        org["id"].as_str().expect("id").to_owned()
+    }
+
     fn is_postgres(&self) -> bool {
         self.db.url.starts_with("postgres")
     }
@@ -92,6 +110,12 @@ fn every_subcommand_has_help() {
         vec!["endpoint", "recover", "--help"],
         vec!["journey", "simulate", "--help"],
         vec!["journey", "validate", "--help"],
+        vec!["journey", "import", "--help"],
+        vec!["journey", "export", "--help"],
+        vec!["journey", "publish", "--help"],
+        vec!["journey", "instances", "--help"],
+        vec!["journey", "instance", "--help"],
+        vec!["journey", "operate", "--help"],
     ] {
         let out = Command::new(BIN).args(&args).output().expect("run");
         assert!(out.status.success(), "{args:?}");
@@ -384,20 +408,7 @@ async fn sources_from_the_command_line() {
     if e.is_postgres() {
         assert!(e.run(&["migrate"]).status.success());
     }
-    let org = e.json(&[
-        "org",
-        "create",
-        "--name",
-        "Lens & Lace",
-        "--time-zone",
-        "Europe/London",
-        "--country",
-        "GB",
-        "--currency",
-        "GBP",
-        "--json",
-    ]);
-    let org_id = org["id"].as_str().expect("id").to_owned();
+    let org_id = e.org();
     let created = e.json(&[
         "source", "create", "--org", &org_id, "--name", "GitHub-style relay", "--provider", "generic", "--generic-json",
         r#"{"signature_header":"X-Hub-Signature-256","prefix":"sha256=","encoding":"hex","signed_content":"{body}"}"#,
@@ -654,20 +665,7 @@ async fn secrets_stay_out_of_logs_and_responses() {
 async fn endpoints_are_managed_from_the_cli() {
     let e = env().await;
     assert!(e.run(&["migrate"]).status.success());
-    let org = e.json(&[
-        "org",
-        "create",
-        "--name",
-        "Lens & Lace",
-        "--time-zone",
-        "Europe/London",
-        "--country",
-        "GB",
-        "--currency",
-        "GBP",
-        "--json",
-    ]);
-    let org_id = org["id"].as_str().expect("id").to_owned();
+    let org_id = e.org();
     let created = e.json(&[
         "endpoint",
         "create",
@@ -781,4 +779,157 @@ fn a_journey_is_simulated_as_a_readable_timeline_without_a_database() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+}
+
+#[tokio::test]
+async fn journeys_are_imported_published_exported_and_operated_from_the_cli() {
+    let e = env().await;
+    assert!(e.run(&["migrate"]).status.success());
+    let org_id = e.org();
+    // A ready-made journey, written to a file, imported and published in one go.
+    let template = e.run(&["journey", "template", "final_details_countdown"]);
+    assert!(template.status.success());
+    let file = e.dir.path().join("countdown.json");
+    std::fs::write(&file, &template.stdout).expect("write");
+    let path = file.to_str().expect("path");
+    let imported = e.json(&[
+        "journey",
+        "import",
+        path,
+        "--org",
+        &org_id,
+        "--name",
+        "Countdown",
+        "--publish",
+        "--json",
+    ]);
+    assert_eq!(imported["published_version"], 1);
+    let id = imported["id"].as_str().expect("id").to_owned();
+    // Export gives the document back, the draft or a version.
+    let draft = e.json(&["journey", "export", &id, "--org", &org_id]);
+    let v1 = e.json(&[
+        "journey",
+        "export",
+        &id,
+        "--org",
+        &org_id,
+        "--published",
+        "1",
+    ]);
+    assert_eq!(draft, v1);
+    assert_eq!(
+        draft["nodes"].as_array().map(Vec::len),
+        serde_json::from_slice::<Value>(&template.stdout).expect("json")["nodes"]
+            .as_array()
+            .map(Vec::len)
+    );
+    // A broken document is refused, naming the node; nothing is created.
+    let broken = e.dir.path().join("broken.json");
+    std::fs::write(
+        &broken,
+        r#"{"nodes":[{"id":"start","type":"trigger","position":{"x":0,"y":0},"data":{"trigger":{"kind":"manual"}}},
+            {"id":"wait","type":"wait","position":{"x":0,"y":1},"data":{"mode":"duration","seconds":0}}],"edges":[]}"#,
+    )
+    .expect("write");
+    let refused = e.run(&[
+        "journey",
+        "import",
+        broken.to_str().expect("path"),
+        "--org",
+        &org_id,
+        "--name",
+        "Broken",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("nodes.wait.data.seconds"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // An instance, started the way the API starts one, inspected and operated here.
+    let store = wedsync_store::Store::connect(
+        &e.db.options,
+        std::sync::Arc::new(wedsync_core::clock::SystemClock),
+    )
+    .await
+    .expect("connect");
+    let org: wedsync_core::id::OrgId = org_id.parse().expect("org");
+    let couple = store
+        .create_couple(
+            &org,
+            serde_json::from_value::<wedsync_core::couple::CoupleInput>(serde_json::json!({
+                "partners": [{"name": "Alex Morgan", "email": "alex@example.com"}, {"name": "Sam Taylor", "email": "sam@example.com"}],
+                "wedding_date": "2030-06-01", "time_zone": "Europe/London"
+            }))
+            .expect("input")
+            .validate(wedsync_core::org::TimeZone::parse("Europe/London").expect("zone"))
+            .expect("valid"),
+            &wedsync_store::Actor::Cli("test".into()),
+        )
+        .await
+        .expect("couple")
+        .id;
+    let (instance, _) = store
+        .start_instance(
+            &org,
+            &id.parse().expect("journey"),
+            &couple,
+            None,
+            "manual:cli",
+            "trigger",
+            &serde_json::json!({}),
+        )
+        .await
+        .expect("start");
+    let listed = e.json(&[
+        "journey",
+        "instances",
+        &id,
+        "--org",
+        &org_id,
+        "--couple",
+        &couple.to_string(),
+        "--json",
+    ]);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1));
+    let none = e.json(&[
+        "journey",
+        "instances",
+        &id,
+        "--org",
+        &org_id,
+        "--status",
+        "completed",
+        "--json",
+    ]);
+    assert_eq!(none, serde_json::json!([]));
+    let iid = instance.id.to_string();
+    let paused = e.json(&[
+        "journey", "operate", &iid, "pause", "--org", &org_id, "--json",
+    ]);
+    assert_eq!(paused["status"], "paused");
+    let shown = e.json(&["journey", "instance", &iid, "--org", &org_id, "--json"]);
+    assert_eq!(shown["instance"]["status"], "paused");
+    assert!(
+        shown["history"]
+            .as_array()
+            .expect("history")
+            .iter()
+            .any(|h| h["outcome"] == "paused"),
+        "{shown}"
+    );
+    let cancelled = e.json(&[
+        "journey", "operate", &iid, "cancel", "--org", &org_id, "--json",
+    ]);
+    assert_eq!(cancelled["status"], "cancelled");
+    let unknown = e.run(&["journey", "operate", &iid, "explode", "--org", &org_id]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("unknown operation"),
+        "{}",
+        stderr(&unknown)
+    );
+    let text = e.run(&["journey", "instance", &iid, "--org", &org_id]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("cancelled"));
 }
