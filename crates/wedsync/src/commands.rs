@@ -428,6 +428,43 @@ async fn journey_in_db(settings: &Settings, command: JourneyCommand) -> anyhow::
                 println!("{} published as version {}", journey.id, version.version);
             }
         }
+        JourneyCommand::Versions { id, org, out } => {
+            let org = parse_org(&org)?;
+            let id = journey_id(&id)?;
+            let versions = store.journey_versions(&org, &id).await.map_err(explain)?;
+            if out.json {
+                print_json(&serde_json::to_value(&versions)?);
+            } else {
+                for v in &versions {
+                    println!(
+                        "v{:<3} {}  by {}{}",
+                        v.version,
+                        v.published_at.to_rfc3339(),
+                        v.published_by,
+                        v.note
+                            .as_deref()
+                            .map(|n| format!("  ({n})"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        JourneyCommand::Rollback { id, org, to, out } => {
+            let org = parse_org(&org)?;
+            let id = journey_id(&id)?;
+            let (journey, version) = store
+                .rollback_journey(&org, &id, to, &operator())
+                .await
+                .map_err(explain)?;
+            if out.json {
+                print_json(&serde_json::json!({ "journey": journey, "version": version }));
+            } else {
+                println!(
+                    "{} now runs version {} (version {to} again)",
+                    journey.id, version.version
+                );
+            }
+        }
         JourneyCommand::Instances {
             id,
             org,

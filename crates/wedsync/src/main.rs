@@ -141,6 +141,29 @@ enum JourneyCommand {
         #[command(flatten)]
         out: JsonFlag,
     },
+    /// List a journey's published versions.
+    Versions {
+        /// The journey (jny_…)
+        id: String,
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
+    /// Make an earlier version live again, as a new version (audited).
+    Rollback {
+        /// The journey (jny_…)
+        id: String,
+        /// The organisation (org_…)
+        #[arg(long)]
+        org: String,
+        /// The version to restore
+        #[arg(long)]
+        to: i32,
+        #[command(flatten)]
+        out: JsonFlag,
+    },
     /// List a journey's instances, optionally a couple's, a booking's or one status's.
     Instances {
         /// The journey (jny_…)

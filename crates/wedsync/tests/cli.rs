@@ -113,6 +113,8 @@ fn every_subcommand_has_help() {
         vec!["journey", "import", "--help"],
         vec!["journey", "export", "--help"],
         vec!["journey", "publish", "--help"],
+        vec!["journey", "versions", "--help"],
+        vec!["journey", "rollback", "--help"],
         vec!["journey", "instances", "--help"],
         vec!["journey", "instance", "--help"],
         vec!["journey", "operate", "--help"],
@@ -823,6 +825,16 @@ async fn journeys_are_imported_published_exported_and_operated_from_the_cli() {
             .as_array()
             .map(Vec::len)
     );
+    // Publish again, then roll back to version 1: version 3, the same document as 1.
+    let republished = e.json(&["journey", "publish", &id, "--org", &org_id, "--json"]);
+    assert_eq!(republished["version"]["version"], 2);
+    let rolled = e.json(&[
+        "journey", "rollback", &id, "--org", &org_id, "--to", "1", "--json",
+    ]);
+    assert_eq!(rolled["version"]["version"], 3);
+    let versions = e.json(&["journey", "versions", &id, "--org", &org_id, "--json"]);
+    assert_eq!(versions.as_array().map(Vec::len), Some(3));
+    assert_eq!(versions[2]["document"], v1);
     // A broken document is refused, naming the node; nothing is created.
     let broken = e.dir.path().join("broken.json");
     std::fs::write(
