@@ -355,3 +355,33 @@ fn stripe_events_of_one_payment_share_its_payment_id_and_an_unpaid_checkout_is_n
     );
     assert_eq!(failed_later.events[0].event_type, "payment.failed");
 }
+
+#[test]
+fn both_stripe_events_of_one_failed_attempt_name_its_charge() {
+    let normalized = |body: &str| {
+        ok(&input(
+            Provider::Stripe,
+            "application/json",
+            body.as_bytes(),
+        ))
+    };
+    let intent = normalized(
+        r#"{"id":"evt_f1","type":"payment_intent.payment_failed","data":{"object":{"id":"pi_5","amount":50000,"currency":"gbp",
+            "latest_charge":"ch_5a","last_payment_error":{"code":"card_declined","decline_code":"insufficient_funds","message":"Your card has insufficient funds.","charge":"ch_5a"}}}}"#,
+    );
+    let charge = normalized(
+        r#"{"id":"evt_f2","type":"charge.failed","data":{"object":{"id":"ch_5a","payment_intent":"pi_5","amount":50000,"currency":"gbp",
+            "failure_code":"card_declined","failure_message":"Your card has insufficient funds."}}}"#,
+    );
+    for out in [&intent, &charge] {
+        assert_eq!(out.events[0].event_type, "payment.failed");
+        assert_eq!(out.events[0].data["failed_charge"], json!("ch_5a"));
+        assert_eq!(out.events[0].data["payment_id"], json!("pi_5"));
+    }
+    // The next attempt with another card is another failure.
+    let again = normalized(
+        r#"{"id":"evt_f3","type":"payment_intent.payment_failed","data":{"object":{"id":"pi_5","amount":50000,"currency":"gbp",
+            "latest_charge":{"id":"ch_5b"}}}}"#,
+    );
+    assert_eq!(again.events[0].data["failed_charge"], json!("ch_5b"));
+}

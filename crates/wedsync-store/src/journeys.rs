@@ -621,18 +621,21 @@ fn to_step(row: &QueryResult) -> StoreResult<StepRecord> {
 
 /// What an event reports, for journeys to act on once: `payment:<payment_id>` for a
 /// `payment.completed` that names its payment (Stripe reports one payment under several
-/// events, each normalised with the same `payment_id`), else `event:<event id>`. It is the
+/// events, each normalised with the same `payment_id`), `payment-failed:<charge>` for a
+/// `payment.failed` that names its failed attempt's charge, else `event:<event id>`. It is the
 /// trigger key of the instances the event starts (one per journey and subject) and what a
 /// step it moves records, so neither a second event of the same payment nor the same event
 /// routed again starts or moves anything twice.
 pub fn occurrence(event_type: &str, event_key: &str, data: &serde_json::Value) -> String {
-    match data
-        .get("payment_id")
-        .and_then(serde_json::Value::as_str)
-        .filter(|p| event_type == "payment.completed" && !p.is_empty())
-    {
-        Some(payment) => format!("payment:{payment}"),
-        None => format!("event:{event_key}"),
+    let named = |field: &str| {
+        data.get(field)
+            .and_then(serde_json::Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    match (event_type, named("payment_id"), named("failed_charge")) {
+        ("payment.completed", Some(payment), _) => format!("payment:{payment}"),
+        ("payment.failed", _, Some(charge)) => format!("payment-failed:{charge}"),
+        _ => format!("event:{event_key}"),
     }
 }
 

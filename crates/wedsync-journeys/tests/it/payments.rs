@@ -284,3 +284,58 @@ async fn one_payment_reported_four_times_starts_and_resumes_journeys_once() {
         "and moves the deposit's run on"
     );
 }
+
+#[tokio::test]
+async fn a_failed_attempt_reported_twice_starts_one_retry_journey_and_the_next_failure_another() {
+    let c = ctx("2027-01-10T12:00:00Z", "2027-09-18").await;
+    let retry = c
+        .publish(json!({
+            "nodes": [
+                {"id": "start", "type": "trigger", "position": {"x": 0, "y": 0},
+                 "data": {"trigger": {"kind": "event", "event_type": "payment.failed"}}},
+                {"id": "ask", "type": "email", "position": {"x": 0, "y": 1},
+                 "data": {"to": "partner_a", "subject": "Your payment did not go through", "text": "Please try again"}},
+                {"id": "done", "type": "end", "position": {"x": 0, "y": 2}, "data": {}}
+            ],
+            "edges": [
+                {"id": "a", "source": "start", "target": "ask"},
+                {"id": "b", "source": "ask", "target": "done"}
+            ],
+            "viewport": {"x": 0, "y": 0, "zoom": 1}
+        }))
+        .await;
+    let couple = c.couple.to_string();
+    let failed = |id: &str, kind: &str, object: Value| {
+        let mut object = object;
+        object["metadata"] = json!({ "wedsync_couple_id": couple });
+        json!({ "id": id, "object": "event", "type": kind, "created": 1_800_000_000, "data": { "object": object } })
+    };
+    let events = [
+        failed(
+            "evt_f1",
+            "payment_intent.payment_failed",
+            json!({"id": "pi_5", "amount": 50000, "currency": "gbp", "latest_charge": "ch_5a"}),
+        ),
+        failed(
+            "evt_f2",
+            "charge.failed",
+            json!({"id": "ch_5a", "payment_intent": "pi_5", "amount": 50000, "currency": "gbp"}),
+        ),
+        // The couple tries another card, and it fails too.
+        failed(
+            "evt_f3",
+            "payment_intent.payment_failed",
+            json!({"id": "pi_5", "amount": 50000, "currency": "gbp", "latest_charge": "ch_5b"}),
+        ),
+    ];
+    for body in events {
+        let event = c.stripe_event(body).await;
+        c.store
+            .start_journeys_for_inbound(&event)
+            .await
+            .expect("journeys");
+        c.drain().await;
+    }
+    assert_eq!(c.instances(&retry).await.len(), 2, "one per failed attempt");
+    assert_eq!(c.sent(Email).await.len(), 2);
+}

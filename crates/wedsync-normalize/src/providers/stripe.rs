@@ -24,7 +24,10 @@
 //! payment (an invoice's is under `payments` on newer API versions; a subscription's
 //! checkout session names only its invoice, and an object with neither gives its own id) —
 //! with `payment_intent` and `provider_event_type`, for subscribers that must count a payment
-//! once. Journeys do: each starts or moves once per `payment_id`.
+//! once. Journeys do: each starts or moves once per `payment_id`. A failed attempt, reported
+//! as `payment_intent.payment_failed` and `charge.failed`, carries `failed_charge` (the
+//! attempt's charge) the same way: journeys act once per failed attempt, and again for the
+//! next attempt that fails.
 
 use serde_json::{Map, Value, json};
 
@@ -206,6 +209,25 @@ fn payment_data(stripe_type: &str, canonical: &str, rule: AmountRule, object: &V
         let (code, message) = failure(object);
         data.insert("failure_code".into(), json!(code));
         data.insert("failure_message".into(), json!(message));
+        // One failed attempt is reported as `payment_intent.payment_failed` and
+        // `charge.failed`: both name its charge, which a retry with another card does not
+        // share. `failed_charge` lets subscribers count the attempt once.
+        let id_of = |v: &Value| match v {
+            Value::Object(_) => v.get("id").and_then(id_text),
+            other => id_text(other),
+        };
+        let charge = if stripe_type.starts_with("charge.") {
+            object.get("id").and_then(id_text)
+        } else {
+            object
+                .get("latest_charge")
+                .and_then(id_of)
+                .or_else(|| object.pointer("/last_payment_error/charge").and_then(id_of))
+                .or_else(|| object.get("charge").and_then(id_of))
+        };
+        if let Some(charge) = charge {
+            data.insert("failed_charge".into(), json!(charge));
+        }
     }
     let metadata = object
         .get("metadata")
