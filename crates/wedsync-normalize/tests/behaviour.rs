@@ -384,4 +384,11 @@ fn both_stripe_events_of_one_failed_attempt_name_its_charge() {
             "latest_charge":{"id":"ch_5b"}}}}"#,
     );
     assert_eq!(again.events[0].data["failed_charge"], json!("ch_5b"));
+    // A failed 3-D Secure check makes no charge: not the earlier attempt's charge, but none
+    // (the event then counts on its own).
+    let authentication = normalized(
+        r#"{"id":"evt_f4","type":"payment_intent.payment_failed","data":{"object":{"id":"pi_5","amount":50000,"currency":"gbp",
+            "latest_charge":"ch_5b","last_payment_error":{"code":"payment_intent_authentication_failure","message":"The provided PaymentMethod has failed authentication."}}}}"#,
+    );
+    assert_eq!(authentication.events[0].data.get("failed_charge"), None);
 }

@@ -480,6 +480,17 @@ pub struct Instance {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Every status an instance can be in.
+pub const INSTANCE_STATUSES: [&str; 7] = [
+    "running",
+    "waiting",
+    "paused",
+    "completed",
+    "skipped",
+    "blocked",
+    "cancelled",
+];
+
 /// Which of a journey's instances to list.
 #[derive(Debug, Clone, Default)]
 pub struct InstanceFilter {

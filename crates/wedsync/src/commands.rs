@@ -411,10 +411,23 @@ async fn journey_in_db(settings: &Settings, command: JourneyCommand) -> anyhow::
             };
             print_json(&document);
         }
-        JourneyCommand::Publish { id, org, out } => {
+        JourneyCommand::Publish {
+            id,
+            org,
+            revision,
+            out,
+        } => {
             let org = parse_org(&org)?;
             let id = journey_id(&id)?;
             let journey = store.get_journey(&org, &id).await.map_err(explain)?;
+            if let Some(r) = revision
+                && r != journey.revision
+            {
+                anyhow::bail!(
+                    "the draft is at revision {}, not {r}: someone saved it since; review it (journey export) and publish again",
+                    journey.revision
+                );
+            }
             let doc = wedsync_journeys::JourneyDocument::parse(&journey.draft)
                 .map_err(|e| anyhow::anyhow!("the draft: {e}"))?;
             checked(&doc, wedsync_journeys::Mode::Publish)?;
@@ -486,6 +499,14 @@ async fn journey_in_db(settings: &Settings, command: JourneyCommand) -> anyhow::
                     .map_err(|e| anyhow::anyhow!("--booking: {e}"))?,
                 status,
             };
+            if let Some(s) = filter.status.as_deref()
+                && !wedsync_store::journeys::INSTANCE_STATUSES.contains(&s)
+            {
+                anyhow::bail!(
+                    "--status: `{s}` is not one of {}",
+                    wedsync_store::journeys::INSTANCE_STATUSES.join(", ")
+                );
+            }
             let mut all = Vec::new();
             let mut page = wedsync_store::page::PageRequest {
                 limit: Some(100),

@@ -138,6 +138,9 @@ enum JourneyCommand {
         /// The organisation (org_…)
         #[arg(long)]
         org: String,
+        /// The draft revision you reviewed: refused if someone saved since (as the API does)
+        #[arg(long)]
+        revision: Option<i32>,
         #[command(flatten)]
         out: JsonFlag,
     },
@@ -194,7 +197,7 @@ enum JourneyCommand {
         out: JsonFlag,
     },
     /// Operate an instance by hand (audited): pause, resume, retry, complete, cancel,
-    /// jump (with --node) or migrate (with --version, default the published one).
+    /// jump (with --node) or migrate (with --to-version, default the published one).
     Operate {
         /// The instance (jin_…)
         id: String,

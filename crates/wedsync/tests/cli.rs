@@ -825,16 +825,61 @@ async fn journeys_are_imported_published_exported_and_operated_from_the_cli() {
             .as_array()
             .map(Vec::len)
     );
-    // Publish again, then roll back to version 1: version 3, the same document as 1.
+    // Someone saves a changed draft (the builder does this through the API).
+    let store = wedsync_store::Store::connect(
+        &e.db.options,
+        std::sync::Arc::new(wedsync_core::clock::SystemClock),
+    )
+    .await
+    .expect("connect");
+    let org: wedsync_core::id::OrgId = org_id.parse().expect("org");
+    let journey: wedsync_core::id::JourneyId = id.parse().expect("journey");
+    let mut changed = draft.clone();
+    changed["nodes"][0]["position"]["x"] = serde_json::json!(480);
+    let revision = imported["revision"].as_i64().expect("revision").to_string();
+    store
+        .save_journey_draft(
+            &org,
+            &journey,
+            imported["revision"].as_i64().expect("revision") as i32,
+            None,
+            &changed,
+        )
+        .await
+        .expect("saved");
+    // Publishing the revision one reviewed is refused once someone saved since.
+    let stale = e.run(&[
+        "journey",
+        "publish",
+        &id,
+        "--org",
+        &org_id,
+        "--revision",
+        &revision,
+    ]);
+    assert!(!stale.status.success());
+    assert!(
+        stderr(&stale).contains("someone saved it since"),
+        "{}",
+        stderr(&stale)
+    );
     let republished = e.json(&["journey", "publish", &id, "--org", &org_id, "--json"]);
     assert_eq!(republished["version"]["version"], 2);
+    // Roll back to version 1: version 3, the same document as 1, not as 2.
     let rolled = e.json(&[
         "journey", "rollback", &id, "--org", &org_id, "--to", "1", "--json",
     ]);
     assert_eq!(rolled["version"]["version"], 3);
     let versions = e.json(&["journey", "versions", &id, "--org", &org_id, "--json"]);
-    assert_eq!(versions.as_array().map(Vec::len), Some(3));
-    assert_eq!(versions[2]["document"], v1);
+    let numbers: Vec<i64> = versions
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_i64())
+        .collect();
+    assert_eq!(numbers, [3, 2, 1], "newest first");
+    assert_eq!(versions[0]["document"], v1);
+    assert_ne!(versions[1]["document"], v1);
     // A broken document is refused, naming the node; nothing is created.
     let broken = e.dir.path().join("broken.json");
     std::fs::write(
@@ -858,15 +903,24 @@ async fn journeys_are_imported_published_exported_and_operated_from_the_cli() {
         "{}",
         stderr(&refused)
     );
+    let journeys = store
+        .list_journeys(&org, &Default::default())
+        .await
+        .expect("list");
+    assert_eq!(journeys.data.len(), 1, "the broken one was not created");
+    let typo = e.run(&[
+        "journey",
+        "instances",
+        &id,
+        "--org",
+        &org_id,
+        "--status",
+        "wating",
+    ]);
+    assert!(!typo.status.success());
+    assert!(stderr(&typo).contains("--status"), "{}", stderr(&typo));
 
     // An instance, started the way the API starts one, inspected and operated here.
-    let store = wedsync_store::Store::connect(
-        &e.db.options,
-        std::sync::Arc::new(wedsync_core::clock::SystemClock),
-    )
-    .await
-    .expect("connect");
-    let org: wedsync_core::id::OrgId = org_id.parse().expect("org");
     let couple = store
         .create_couple(
             &org,

@@ -216,13 +216,17 @@ fn payment_data(stripe_type: &str, canonical: &str, rule: AmountRule, object: &V
             Value::Object(_) => v.get("id").and_then(id_text),
             other => id_text(other),
         };
+        // The attempt's own charge: a payment intent's `last_payment_error` names it when
+        // there was one (a failed 3-D Secure check has none, and `latest_charge` would then
+        // be an earlier attempt's); without an error, `latest_charge`.
         let charge = if stripe_type.starts_with("charge.") {
             object.get("id").and_then(id_text)
+        } else if let Some(error) = object.get("last_payment_error").filter(|e| e.is_object()) {
+            error.get("charge").and_then(id_of)
         } else {
             object
                 .get("latest_charge")
                 .and_then(id_of)
-                .or_else(|| object.pointer("/last_payment_error/charge").and_then(id_of))
                 .or_else(|| object.get("charge").and_then(id_of))
         };
         if let Some(charge) = charge {

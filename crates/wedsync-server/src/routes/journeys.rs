@@ -576,16 +576,6 @@ pub struct InstanceQuery {
     pub status: Option<String>,
 }
 
-const INSTANCE_STATUSES: [&str; 7] = [
-    "running",
-    "waiting",
-    "paused",
-    "completed",
-    "skipped",
-    "blocked",
-    "cancelled",
-];
-
 /// An id given in a query string, when there is one (400 when malformed).
 fn query_id<T>(name: &str, raw: Option<&str>) -> Result<Option<T>, ApiError>
 where
@@ -615,11 +605,11 @@ async fn list_instances(
     }
     .request()?;
     if let Some(s) = q.status.as_deref()
-        && !INSTANCE_STATUSES.contains(&s)
+        && !wedsync_store::journeys::INSTANCE_STATUSES.contains(&s)
     {
         return Err(ApiError::bad_request(format!(
             "status: `{s}` is not one of {}",
-            INSTANCE_STATUSES.join(", ")
+            wedsync_store::journeys::INSTANCE_STATUSES.join(", ")
         )));
     }
     let filter = InstanceFilter {
