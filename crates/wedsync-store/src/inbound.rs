@@ -19,6 +19,10 @@ use crate::{Actor, Store, StoreError, StoreResult};
 /// The job kind that routes an inbound event to its consumers.
 pub const ROUTE_KIND: &str = "event.route";
 
+/// How often a routing job is tried before it is dead (routing fails only while the
+/// database does, so it keeps trying well past an outage).
+const ROUTE_MAX_ATTEMPTS: i32 = 25;
+
 /// A verified request to store.
 #[derive(Debug, Clone)]
 pub struct IncomingRequest {
@@ -191,20 +195,80 @@ impl Store {
     /// transaction fails, none is stored and the caller must answer every sender with an
     /// error, so each retries.
     ///
-    /// The batch is written set-wise, a handful of statements whatever its size: one
-    /// multi-row insert of the requests (`RETURNING` tells which were new), one read of the
-    /// couples and one of the bookings the events name, one multi-row insert of the events
-    /// and one of their routing jobs.
+    /// The batch is written set-wise, a handful of statements whatever its size. The
+    /// bookings and couples its events name are read first, once each and outside the write
+    /// turn. Then, in the transaction: one multi-row insert of the requests (`RETURNING`
+    /// tells which were new), one of the events and one of their routing jobs. On SQLite
+    /// the three go to the database in one hand-off, the events and jobs inserted only
+    /// where their request was ([`event_statements`]); on PostgreSQL in turn, the events
+    /// for the new requests only. Duplicates are looked up after the commit.
     pub async fn ingest_many(
         &self,
         batch: Vec<(IncomingRequest, Vec<NewEvent>)>,
     ) -> StoreResult<Vec<Ingested>> {
+        use std::collections::HashSet;
         let now = self.clock().now();
+        let pending = pending_batch(now, batch);
+        let links = self.read_links(now, &pending).await?;
+        let requests = request_statements(now, &pending);
         let tx = self.write_tx().await?;
-        let out = ingest_in(&tx, now, batch).await?;
+        let (rows, event_ids) = if self.backend() == crate::Backend::Sqlite {
+            let (events, event_ids) = event_statements(now, &pending, &links, None);
+            let all = requests.into_iter().chain(events).collect();
+            (crate::sql::run_all(&*tx, all).await?, event_ids)
+        } else {
+            let rows = crate::sql::run_all(&*tx, requests).await?;
+            let new = returned_ids(&rows)?;
+            let (events, event_ids) = event_statements(now, &pending, &links, Some(&new));
+            crate::sql::run_all(&*tx, events).await?;
+            (rows, event_ids)
+        };
+        // One wake-up for the whole batch, delivered on commit (PostgreSQL; this node's
+        // workers are woken below).
+        crate::queue::notify_in(&*tx, ROUTE_KIND).await?;
         tx.commit().await?;
         self.wake_workers();
-        Ok(out)
+        let inserted: HashSet<String> = returned_ids(&rows)?;
+
+        let seen: Vec<&Pending> = pending
+            .iter()
+            .filter(|p| p.same_as.is_none() && !inserted.contains(&p.request_id))
+            .collect();
+        let existing = if seen.is_empty() {
+            Default::default()
+        } else {
+            self.stored_requests(&seen).await?
+        };
+        let stored = |p: &Pending| -> StoreResult<Ingested> {
+            if inserted.contains(&p.request_id) {
+                return Ok(Ingested::Accepted {
+                    request_id: p.request_id.clone(),
+                    event_ids: event_ids.get(&p.request_id).cloned().unwrap_or_default(),
+                });
+            }
+            let key = (
+                p.request.source_id.to_string(),
+                p.request.dedupe_key.clone(),
+            );
+            let request_id = existing
+                .get(&key)
+                .cloned()
+                .ok_or_else(|| StoreError::Conflict("duplicate request vanished".into()))?;
+            Ok(Ingested::Duplicate { request_id })
+        };
+        pending
+            .iter()
+            .map(|p| match p.same_as {
+                None => stored(p),
+                // A repeat within the batch: the duplicate of whatever its first became.
+                Some(first) => Ok(Ingested::Duplicate {
+                    request_id: match stored(&pending[first])? {
+                        Ingested::Accepted { request_id, .. }
+                        | Ingested::Duplicate { request_id } => request_id,
+                    },
+                }),
+            })
+            .collect()
     }
 
     /// A page of `org`'s events, oldest first.
@@ -311,7 +375,7 @@ impl Store {
             serde_json::json!({ "event_id": event.id, "replay": true }),
         );
         job.org_id = Some(*org);
-        job.max_attempts = 25;
+        job.max_attempts = ROUTE_MAX_ATTEMPTS as u32;
         let enqueued = enqueue_in(&tx, now, job).await?;
         crate::audit::append(
             &tx,
@@ -366,17 +430,22 @@ impl Store {
             .flatten())
     }
 
-    /// Routes events in one transaction (a group commit: one disk sync for all): fans each
-    /// out to its organisation's outbound endpoints and marks it routed (the first time
-    /// only). Reads the events once and each organisation's endpoints once for the batch.
-    /// One answer per request, in order: `None` for an event that no longer exists.
+    /// Routes events as one group commit: fans each out to its organisation's outbound
+    /// endpoints and marks it routed (the first time only). One answer per request, in
+    /// order: `None` for an event that no longer exists.
+    ///
+    /// The events and each organisation's endpoints are read once for the batch, before
+    /// the write turn. When some event has an endpoint subscribed to it, the fan-out and
+    /// the marks commit durably in one transaction: once routed, a message may be sent at
+    /// once, and a routing redone after a power cut would send the event again under a new
+    /// message id. When none has, there is nothing to send, and the marks commit relaxed
+    /// in one statement (`queue::relaxed_exec`): a mark lost in a power cut only means the
+    /// job, whose completion is relaxed too, routes the event again, to no one.
     pub async fn route_events(&self, batch: &[RouteRequest]) -> StoreResult<Vec<Option<Routed>>> {
         use std::collections::HashMap;
         let now = self.clock().now();
         let backend = self.backend();
-        // Durable, not relaxed: once routed, a message may be sent at once, and a routing
-        // redone after a power cut would send the event again under a new message id.
-        let tx = self.write_tx().await?;
+        let db = self.connection();
         let ids: Vec<String> = batch
             .iter()
             .map(|r| r.event_id.clone())
@@ -390,7 +459,7 @@ impl Store {
                 crate::queue::placeholders(1, chunk.len())
             );
             let values: Vec<Value> = chunk.iter().map(|id| Value::from(id.clone())).collect();
-            for r in tx
+            for r in db
                 .query_all_raw(crate::sql::stmt(backend, &sql, values))
                 .await?
             {
@@ -398,20 +467,63 @@ impl Store {
             }
         }
         let mut endpoints: HashMap<String, Vec<sea_orm::QueryResult>> = HashMap::new();
-        let mut out = Vec::with_capacity(batch.len());
+        let mut fan_outs = false;
         for request in batch {
             let Some(r) = events.get(&request.event_id) else {
-                out.push(None);
+                continue;
+            };
+            let org_text: String = r.try_get("", "org_id")?;
+            if !endpoints.contains_key(&org_text) {
+                let org: OrgId = org_text.parse().map_err(|e| {
+                    StoreError::Conflict(format!("stored event is unreadable: {e}"))
+                })?;
+                let found = crate::webhooks::endpoints_in(db, &org).await?;
+                endpoints.insert(org_text.clone(), found);
+            }
+            let event_type: String = r.try_get("", "event_type")?;
+            fan_outs = fan_outs
+                || crate::webhooks::any_subscribed(
+                    endpoints.get(&org_text).map_or(&[][..], Vec::as_slice),
+                    &event_type,
+                )?;
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        for request in batch {
+            out.push(match events.get(&request.event_id) {
+                Some(r) => Some(Routed {
+                    event_type: r.try_get("", "event_type")?,
+                    couple_id: r.try_get("", "couple_id")?,
+                }),
+                None => None,
+            });
+        }
+        let found: Vec<&String> = ids.iter().filter(|id| events.contains_key(*id)).collect();
+        let marks = |chunk: &[&String]| {
+            let sql = format!(
+                "UPDATE events SET routed_at = $1 WHERE routed_at IS NULL AND id IN ({})",
+                crate::queue::placeholders(2, chunk.len())
+            );
+            let mut values: Vec<Value> = vec![to_micros(now).into()];
+            values.extend(chunk.iter().map(|id| Value::from((*id).clone())));
+            (sql, values)
+        };
+        if !fan_outs {
+            for chunk in found.chunks(ROWS_PER_STATEMENT) {
+                let (sql, values) = marks(chunk);
+                crate::queue::relaxed_exec(self, &sql, values).await?;
+            }
+            return Ok(out);
+        }
+
+        let tx = self.write_tx().await?;
+        for request in batch {
+            let Some(r) = events.get(&request.event_id) else {
                 continue;
             };
             let org_text: String = r.try_get("", "org_id")?;
             let org: OrgId = org_text
                 .parse()
                 .map_err(|e| StoreError::Conflict(format!("stored event is unreadable: {e}")))?;
-            if !endpoints.contains_key(&org_text) {
-                let found = crate::webhooks::endpoints_in(&tx, &org).await?;
-                endpoints.insert(org_text.clone(), found);
-            }
             let data: serde_json::Value = serde_json::from_str(&r.try_get::<String>("", "data")?)
                 .unwrap_or(serde_json::Value::Null);
             let subject: Option<String> = r.try_get("", "subject")?;
@@ -432,21 +544,10 @@ impl Store {
                 endpoints.get(&org_text).map_or(&[][..], Vec::as_slice),
             )
             .await?;
-            out.push(Some(Routed {
-                event_type,
-                couple_id: r.try_get("", "couple_id")?,
-            }));
         }
-        for chunk in ids.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "UPDATE events SET routed_at = $1 WHERE routed_at IS NULL AND id IN ({})",
-                crate::queue::placeholders(2, chunk.len())
-            );
-            let mut values: Vec<Value> = vec![to_micros(now).into()];
-            values.extend(chunk.iter().map(|id| Value::from(id.clone())));
-            tx.execute_raw(crate::sql::stmt(backend, &sql, values))
-                .await?;
-        }
+        let statements: Vec<(String, Vec<Value>)> =
+            found.chunks(ROWS_PER_STATEMENT).map(marks).collect();
+        crate::sql::run_all(&*tx, statements).await?;
         tx.commit().await?;
         self.wake_workers();
         Ok(out)
@@ -571,6 +672,17 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
 /// PostgreSQL's 65 535 at a dozen columns a row.
 const ROWS_PER_STATEMENT: usize = 500;
 
+/// A statement with `$N` placeholders and its values.
+type SqlWithValues = (String, Vec<Value>);
+
+/// The ids a `RETURNING id` gave back.
+fn returned_ids(rows: &[sea_orm::QueryResult]) -> StoreResult<std::collections::HashSet<String>> {
+    Ok(rows
+        .iter()
+        .map(|r| r.try_get::<String>("", "id"))
+        .collect::<Result<_, _>>()?)
+}
+
 /// A request of a batch, about to be written.
 struct Pending {
     request: IncomingRequest,
@@ -580,15 +692,19 @@ struct Pending {
     same_as: Option<usize>,
 }
 
-async fn ingest_in(
-    tx: &sea_orm::DatabaseTransaction,
-    now: DateTime<Utc>,
-    batch: Vec<(IncomingRequest, Vec<NewEvent>)>,
-) -> StoreResult<Vec<Ingested>> {
-    use std::collections::{HashMap, HashSet};
-    let backend = tx.get_database_backend();
-    let mut first_with_key: HashMap<(String, String), usize> = HashMap::new();
-    let pending: Vec<Pending> = batch
+/// What the couples and bookings an ingest batch names are: booking id → (organisation,
+/// couple id), couple id → (organisation, wedding today?).
+#[derive(Default)]
+struct Links {
+    bookings: std::collections::HashMap<String, (String, String)>,
+    couples: std::collections::HashMap<String, (String, bool)>,
+}
+
+/// The batch in order, each request with a fresh id, repeats within it marked.
+fn pending_batch(now: DateTime<Utc>, batch: Vec<(IncomingRequest, Vec<NewEvent>)>) -> Vec<Pending> {
+    let mut first_with_key: std::collections::HashMap<(String, String), usize> =
+        std::collections::HashMap::new();
+    batch
         .into_iter()
         .enumerate()
         .map(|(i, (request, events))| {
@@ -607,11 +723,121 @@ async fn ingest_in(
                 same_as,
             }
         })
-        .collect();
+        .collect()
+}
 
-    // The requests: those whose (source, key) already exists are not inserted.
+impl Store {
+    /// Reads the couples and bookings the batch's events name, once for the batch and
+    /// before the write turn (a read never waits for the writer, and nothing here needs
+    /// the write transaction's snapshot: events keep no foreign key to either, and a
+    /// couple or booking changed a moment later is the same race as one changed just
+    /// after the event arrived).
+    async fn read_links(&self, now: DateTime<Utc>, pending: &[Pending]) -> StoreResult<Links> {
+        use std::collections::HashSet;
+        let backend = self.backend();
+        let db = self.connection();
+        let mut links = Links::default();
+        let named = || {
+            pending
+                .iter()
+                .filter(|p| p.same_as.is_none())
+                .flat_map(|p| p.events.iter())
+        };
+        let booking_ids: Vec<String> = named()
+            .filter_map(|e| e.booking_ref.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in booking_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id, org_id, couple_id FROM bookings WHERE id IN ({})",
+                crate::queue::placeholders(1, chunk.len())
+            );
+            let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
+            for r in db
+                .query_all_raw(crate::sql::stmt(backend, &sql, values))
+                .await?
+            {
+                links.bookings.insert(
+                    r.try_get("", "id")?,
+                    (r.try_get("", "org_id")?, r.try_get("", "couple_id")?),
+                );
+            }
+        }
+        // An event that names only a booking is about the booking's couple too.
+        let couple_ids: Vec<String> = named()
+            .filter_map(|e| e.couple_ref.clone())
+            .chain(links.bookings.values().map(|(_, c)| c.clone()))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        for chunk in couple_ids.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id, org_id, wedding_date, time_zone FROM couples WHERE id IN ({})",
+                crate::queue::placeholders(1, chunk.len())
+            );
+            let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
+            for r in db
+                .query_all_raw(crate::sql::stmt(backend, &sql, values))
+                .await?
+            {
+                let today =
+                    wedsync_core::org::TimeZone::parse(&r.try_get::<String>("", "time_zone")?)
+                        .ok()
+                        .is_some_and(|zone| {
+                            let date = now.with_timezone(&zone.tz()).date_naive();
+                            r.try_get::<chrono::NaiveDate>("", "wedding_date")
+                                .is_ok_and(|d| d == date)
+                        });
+                links
+                    .couples
+                    .insert(r.try_get("", "id")?, (r.try_get("", "org_id")?, today));
+            }
+        }
+        Ok(links)
+    }
+
+    /// The stored request each duplicate of the batch repeats (read after the commit: the
+    /// first delivery's row is there to stay).
+    async fn stored_requests(
+        &self,
+        seen: &[&Pending],
+    ) -> StoreResult<std::collections::HashMap<(String, String), String>> {
+        let backend = self.backend();
+        let mut existing = std::collections::HashMap::new();
+        for chunk in seen.chunks(ROWS_PER_STATEMENT) {
+            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+            let mut alternatives = Vec::with_capacity(chunk.len());
+            for p in chunk {
+                let n = values.len() + 1;
+                alternatives.push(format!("(source_id = ${n} AND dedupe_key = ${})", n + 1));
+                values.push(p.request.source_id.to_string().into());
+                values.push(p.request.dedupe_key.clone().into());
+            }
+            let sql = format!(
+                "SELECT id, source_id, dedupe_key FROM inbound_requests WHERE {}",
+                alternatives.join(" OR ")
+            );
+            for r in self
+                .connection()
+                .query_all_raw(crate::sql::stmt(backend, &sql, values))
+                .await?
+            {
+                existing.insert(
+                    (r.try_get("", "source_id")?, r.try_get("", "dedupe_key")?),
+                    r.try_get("", "id")?,
+                );
+            }
+        }
+        Ok(existing)
+    }
+}
+
+/// The statements that insert a batch's new requests; `ON CONFLICT DO NOTHING RETURNING id`
+/// tells which were new.
+fn request_statements(now: DateTime<Utc>, pending: &[Pending]) -> Vec<SqlWithValues> {
     let firsts: Vec<&Pending> = pending.iter().filter(|p| p.same_as.is_none()).collect();
-    let mut inserted: HashSet<String> = HashSet::new();
+    let mut statements = Vec::new();
     for chunk in firsts.chunks(ROWS_PER_STATEMENT) {
         let mut rows = Vec::with_capacity(chunk.len());
         let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 8 + 1);
@@ -648,214 +874,155 @@ async fn ingest_in(
                 encoding.into(),
             ]);
         }
-        let sql = format!(
-            "INSERT INTO inbound_requests (id, org_id, source_id, dedupe_key, received_at, headers, content_type, body, body_encoding) \
-             VALUES {} ON CONFLICT (source_id, dedupe_key) DO NOTHING RETURNING id",
-            rows.join(", ")
-        );
-        for r in tx
-            .query_all_raw(crate::sql::stmt(backend, &sql, values))
-            .await?
-        {
-            inserted.insert(r.try_get::<String>("", "id")?);
-        }
+        statements.push((
+            format!(
+                "INSERT INTO inbound_requests (id, org_id, source_id, dedupe_key, received_at, headers, content_type, body, body_encoding) \
+                 VALUES {} ON CONFLICT (source_id, dedupe_key) DO NOTHING RETURNING id",
+                rows.join(", ")
+            ),
+            values,
+        ));
     }
 
-    // The stored request each duplicate refers to.
-    let seen: Vec<&Pending> = firsts
+    statements
+}
+
+/// The statements that insert the events of a batch's new requests and their routing jobs,
+/// with the ids of the events each request gets if it is new.
+///
+/// `inserted` names the new requests when they are known (PostgreSQL, where every statement
+/// is its own round trip anyway). When they are not (`None`: SQLite, where the whole batch
+/// goes to the database in one hand-off, [`crate::sql::run_all`]), every request's events
+/// are written `WHERE EXISTS` the request row with the id this batch gave it, which holds
+/// exactly for the requests the insert before kept, and each job `WHERE EXISTS` its event.
+fn event_statements(
+    now: DateTime<Utc>,
+    pending: &[Pending],
+    links: &Links,
+    inserted: Option<&std::collections::HashSet<String>>,
+) -> (
+    Vec<SqlWithValues>,
+    std::collections::HashMap<String, Vec<String>>,
+) {
+    let firsts: Vec<&Pending> = pending
         .iter()
-        .copied()
-        .filter(|p| !inserted.contains(&p.request_id))
+        .filter(|p| p.same_as.is_none() && inserted.is_none_or(|i| i.contains(&p.request_id)))
         .collect();
-    let mut existing: HashMap<(String, String), String> = HashMap::new();
-    for chunk in seen.chunks(ROWS_PER_STATEMENT) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
-        let mut alternatives = Vec::with_capacity(chunk.len());
-        for p in chunk {
-            let n = values.len() + 1;
-            alternatives.push(format!("(source_id = ${n} AND dedupe_key = ${})", n + 1));
-            values.push(p.request.source_id.to_string().into());
-            values.push(p.request.dedupe_key.clone().into());
-        }
-        let sql = format!(
-            "SELECT id, source_id, dedupe_key FROM inbound_requests WHERE {}",
-            alternatives.join(" OR ")
-        );
-        for r in tx
-            .query_all_raw(crate::sql::stmt(backend, &sql, values))
-            .await?
-        {
-            existing.insert(
-                (r.try_get("", "source_id")?, r.try_get("", "dedupe_key")?),
-                r.try_get("", "id")?,
-            );
-        }
-    }
-
-    // The couples and bookings the new events name, read once for the batch; a reference
-    // to another organisation's couple or booking is dropped, and a booking names its
-    // couple when the payload did not.
-    let new_events = || {
-        pending
-            .iter()
-            .filter(|p| inserted.contains(&p.request_id))
-            .flat_map(|p| p.events.iter().map(move |e| (p, e)))
-    };
-    let booking_ids: Vec<String> = new_events()
-        .filter_map(|(_, e)| e.booking_ref.clone())
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    // booking id → (organisation, couple id)
-    let mut bookings: HashMap<String, (String, String)> = HashMap::new();
-    for chunk in booking_ids.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT id, org_id, couple_id FROM bookings WHERE id IN ({})",
-            crate::queue::placeholders(1, chunk.len())
-        );
-        let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
-        for r in tx
-            .query_all_raw(crate::sql::stmt(backend, &sql, values))
-            .await?
-        {
-            bookings.insert(
-                r.try_get("", "id")?,
-                (r.try_get("", "org_id")?, r.try_get("", "couple_id")?),
-            );
-        }
-    }
-    // An event that names only a booking is about the booking's couple too.
-    let couple_ids: Vec<String> = new_events()
-        .filter_map(|(_, e)| e.couple_ref.clone())
-        .chain(bookings.values().map(|(_, c)| c.clone()))
-        .collect::<HashSet<_>>()
-        .into_iter()
-        .collect();
-    // couple id → (organisation, wedding today?)
-    let mut couples: HashMap<String, (String, bool)> = HashMap::new();
-    for chunk in couple_ids.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "SELECT id, org_id, wedding_date, time_zone FROM couples WHERE id IN ({})",
-            crate::queue::placeholders(1, chunk.len())
-        );
-        let values: Vec<Value> = chunk.iter().map(|c| Value::from(c.clone())).collect();
-        for r in tx
-            .query_all_raw(crate::sql::stmt(backend, &sql, values))
-            .await?
-        {
-            let today = wedsync_core::org::TimeZone::parse(&r.try_get::<String>("", "time_zone")?)
-                .ok()
-                .is_some_and(|zone| {
-                    let date = now.with_timezone(&zone.tz()).date_naive();
-                    r.try_get::<chrono::NaiveDate>("", "wedding_date")
-                        .is_ok_and(|d| d == date)
-                });
-            couples.insert(r.try_get("", "id")?, (r.try_get("", "org_id")?, today));
-        }
-    }
-
+    let mut statements = Vec::new();
     // The events and their routing jobs.
-    let mut event_ids: HashMap<String, Vec<String>> = HashMap::new();
+    let mut event_ids: std::collections::HashMap<String, Vec<String>> =
+        std::collections::HashMap::new();
+    let mut events = Vec::new();
     let mut jobs = Vec::new();
-    let mut rows = Vec::new();
-    for (p, event) in new_events() {
-        let org = p.request.org_id.to_string();
-        // The booking, when it is the organisation's and, if the payload also named a
-        // couple, that couple's (references that contradict each other keep the couple).
-        let booking = event.booking_ref.as_ref().and_then(|b| {
-            bookings
-                .get(b)
-                .filter(|(o, c)| *o == org && event.couple_ref.as_ref().is_none_or(|r| r == c))
-                .map(|(_, c)| (b, c))
-        });
-        let couple = event
-            .couple_ref
-            .as_ref()
-            .or(booking.map(|(_, c)| c))
-            .and_then(|c| {
-                couples
-                    .get(c)
-                    .filter(|(o, _)| *o == org)
-                    .map(|(_, today)| (c, *today))
+    for p in &firsts {
+        for event in &p.events {
+            let org = p.request.org_id.to_string();
+            // The booking, when it is the organisation's and, if the payload also named a
+            // couple, that couple's (references that contradict each other keep the couple).
+            let booking = event.booking_ref.as_ref().and_then(|b| {
+                links
+                    .bookings
+                    .get(b)
+                    .filter(|(o, c)| *o == org && event.couple_ref.as_ref().is_none_or(|r| r == c))
+                    .map(|(_, c)| (b, c))
             });
-        let booking = booking.map(|(b, _)| b);
-        let id = EventId::new_at(now).to_string();
-        rows.push(vec![
-            Value::from(id.clone()),
-            org.into(),
-            p.request.source_id.to_string().into(),
-            p.request_id.clone().into(),
-            event.event_type.clone().into(),
-            event.subject.clone().into(),
-            to_micros(event.time).into(),
-            event.data.to_string().into(),
-            couple.map(|(c, _)| c.clone()).into(),
-            booking.cloned().into(),
-        ]);
-        let mut job = NewJob::new(ROUTE_KIND, serde_json::json!({ "event_id": id }));
-        job.org_id = Some(p.request.org_id);
-        job.dedupe_key = Some(format!("route:{id}"));
-        job.priority = if couple.is_some_and(|(_, today)| today) {
-            wedsync_core::calendar::PRIORITY_WEDDING_TODAY
-        } else {
-            wedsync_core::calendar::PRIORITY_NORMAL
-        };
-        job.max_attempts = 25;
-        jobs.push(job);
-        event_ids.entry(p.request_id.clone()).or_default().push(id);
+            let couple = event
+                .couple_ref
+                .as_ref()
+                .or(booking.map(|(_, c)| c))
+                .and_then(|c| {
+                    links
+                        .couples
+                        .get(c)
+                        .filter(|(o, _)| *o == org)
+                        .map(|(_, today)| (c, *today))
+                });
+            let booking = booking.map(|(b, _)| b);
+            let id = EventId::new_at(now).to_string();
+            events.push(vec![
+                Value::from(id.clone()),
+                org.into(),
+                p.request.source_id.to_string().into(),
+                p.request_id.clone().into(),
+                event.event_type.clone().into(),
+                event.subject.clone().into(),
+                to_micros(event.time).into(),
+                event.data.to_string().into(),
+                couple.map(|(c, _)| c.clone()).into(),
+                booking.cloned().into(),
+            ]);
+            let priority = if couple.is_some_and(|(_, today)| today) {
+                wedsync_core::calendar::PRIORITY_WEDDING_TODAY
+            } else {
+                wedsync_core::calendar::PRIORITY_NORMAL
+            };
+            jobs.push(vec![
+                Value::from(wedsync_core::id::JobId::new_at(now).to_string()),
+                p.request.org_id.to_string().into(),
+                ROUTE_KIND.into(),
+                serde_json::json!({ "event_id": id }).to_string().into(),
+                priority.into(),
+                format!("route:{id}").into(),
+                id.clone().into(),
+            ]);
+            event_ids.entry(p.request_id.clone()).or_default().push(id);
+        }
     }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 10 + 1);
-        values.push(to_micros(now).into());
-        let mut tuples = Vec::with_capacity(chunk.len());
-        for row in chunk {
-            let n = values.len() + 1;
-            tuples.push(format!(
-                "({}, $1, NULL)",
-                crate::queue::placeholders(n, row.len())
-            ));
+    // `column4` is the request id, `column7` the job's event id (SQLite and PostgreSQL both
+    // name a VALUES list's columns `columnN`).
+    // Gated, each row is read from a VALUES list, whose columns SQLite and PostgreSQL both
+    // name `columnN`: the events' `column4` is the request id, the jobs' `column7` (not
+    // inserted) the job's event id.
+    let insert = |rows: &[Vec<Value>], head: &str, columns: usize, fixed: &str, gate: &str| {
+        let mut values: Vec<Value> = vec![to_micros(now).into()];
+        let mut tuples = Vec::with_capacity(rows.len());
+        for row in rows {
+            let row = if inserted.is_some() {
+                &row[..columns]
+            } else {
+                &row[..]
+            };
+            let list = crate::queue::placeholders(values.len() + 1, row.len());
+            tuples.push(match inserted {
+                Some(_) => format!("({list}, {fixed})"),
+                None => format!("({list})"),
+            });
             values.extend(row.iter().cloned());
         }
-        let sql = format!(
-            "INSERT INTO events (id, org_id, source_id, request_id, event_type, subject, time, data, couple_id, booking_id, created_at, routed_at) \
-             VALUES {}",
-            tuples.join(", ")
-        );
-        tx.execute_raw(crate::sql::stmt(backend, &sql, values))
-            .await?;
-    }
-    // One wake-up for the whole batch (enqueue_many_in sends it) rather than one per job.
-    crate::queue::enqueue_many_in(tx, now, &jobs).await?;
-
-    let stored = |p: &Pending| -> StoreResult<Ingested> {
-        if inserted.contains(&p.request_id) {
-            return Ok(Ingested::Accepted {
-                request_id: p.request_id.clone(),
-                event_ids: event_ids.get(&p.request_id).cloned().unwrap_or_default(),
-            });
-        }
-        let key = (
-            p.request.source_id.to_string(),
-            p.request.dedupe_key.clone(),
-        );
-        let request_id = existing
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| StoreError::Conflict("duplicate request vanished".into()))?;
-        Ok(Ingested::Duplicate { request_id })
+        let sql = match inserted {
+            Some(_) => format!("{head} VALUES {}", tuples.join(", ")),
+            None => {
+                let select = (1..=columns)
+                    .map(|i| format!("v.column{i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!(
+                    "{head} SELECT {select}, {fixed} FROM (VALUES {}) AS v WHERE {gate}",
+                    tuples.join(", ")
+                )
+            }
+        };
+        (sql, values)
     };
-    pending
-        .iter()
-        .map(|p| match p.same_as {
-            None => stored(p),
-            // A repeat within the batch: the duplicate of whatever its first became.
-            Some(first) => Ok(Ingested::Duplicate {
-                request_id: match stored(&pending[first])? {
-                    Ingested::Accepted { request_id, .. } | Ingested::Duplicate { request_id } => {
-                        request_id
-                    }
-                },
-            }),
-        })
-        .collect()
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        statements.push(insert(
+            chunk,
+            "INSERT INTO events (id, org_id, source_id, request_id, event_type, subject, time, data, couple_id, booking_id, created_at, routed_at)",
+            10,
+            "$1, NULL",
+            "EXISTS (SELECT 1 FROM inbound_requests r WHERE r.id = v.column4)",
+        ));
+    }
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        let (sql, values) = insert(
+            chunk,
+            "INSERT INTO jobs (id, org_id, kind, payload, priority, dedupe_key, run_at, attempts, \
+             max_attempts, state, lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at)",
+            6,
+            &format!("$1, 0, {ROUTE_MAX_ATTEMPTS}, 'ready', NULL, NULL, NULL, $1, $1, NULL"),
+            "EXISTS (SELECT 1 FROM events e WHERE e.id = v.column7)",
+        );
+        statements.push((format!("{sql} ON CONFLICT (dedupe_key) DO NOTHING"), values));
+    }
+    (statements, event_ids)
 }

@@ -203,9 +203,25 @@ impl Store {
         // neither kind.
         // An in-memory database is private to its connection: a second pool would be a
         // second, empty database, so there the main pool does everything.
+        // PostgreSQL: likewise a small pool whose sessions run with
+        // `synchronous_commit = off`, so such a write is one autocommitted statement rather
+        // than BEGIN, SET LOCAL, the statement and COMMIT (four round trips, each costing
+        // the server CPU the writes compete for). A later synchronous commit flushes the
+        // WAL, and these commits with it.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let sqlite = db.get_database_backend() == DbBackend::Sqlite;
-        let relaxed = if sqlite && !in_memory {
+        let relaxed = if !sqlite {
+            let mut relaxed = ConnectOptions::new(url);
+            relaxed
+                .max_connections((options.max_connections / 2).max(2))
+                .acquire_timeout(options.acquire_timeout)
+                .sqlx_logging(false)
+                .map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
+            if let Some(schema) = &options.pg_schema {
+                relaxed.set_schema_search_path(schema.clone());
+            }
+            Some(Database::connect(relaxed).await?)
+        } else if !in_memory {
             let busy = options.busy_timeout;
             let mut relaxed = ConnectOptions::new(url);
             relaxed
@@ -233,15 +249,12 @@ impl Store {
         })
     }
 
-    /// SQLite: the pool whose commits do not sync the WAL (the main pool for an in-memory
+    /// The pool whose commits do not wait for the disk (`synchronous = NORMAL` on SQLite,
+    /// `synchronous_commit = off` on PostgreSQL; the main pool for an in-memory SQLite
     /// database), for single statements that commit by themselves and whose loss at a power
-    /// cut only means work runs again. `None` on PostgreSQL, where
-    /// `synchronous_commit = off` does this per transaction.
-    pub(crate) fn relaxed_connection(&self) -> Option<&DatabaseConnection> {
-        match self.backend() {
-            DbBackend::Sqlite => Some(self.relaxed.as_ref().unwrap_or(&self.db)),
-            _ => None,
-        }
+    /// cut only means work runs again.
+    pub(crate) fn relaxed_connection(&self) -> &DatabaseConnection {
+        self.relaxed.as_ref().unwrap_or(&self.db)
     }
 
     /// The underlying connection, for crates that add their own tables later.
@@ -400,8 +413,11 @@ impl Store {
         self.wake.clone()
     }
 
-    /// Closes the pool, waiting for connections to be returned.
+    /// Closes the pools, waiting for connections to be returned.
     pub async fn close(self) -> StoreResult<()> {
+        if let Some(relaxed) = self.relaxed {
+            relaxed.close().await?;
+        }
         self.db.close().await.map_err(StoreError::from)
     }
 }

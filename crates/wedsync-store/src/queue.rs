@@ -193,50 +193,33 @@ pub(crate) fn placeholders(first: usize, n: usize) -> String {
 
 use crate::sql::stmt;
 
-/// Claims, heartbeats and outcomes commit without waiting for the log to reach the disk:
-/// on PostgreSQL with `synchronous_commit = off` for their transaction, on SQLite through
-/// the store's relaxed pool (`synchronous = NORMAL`). Losing one of them in a power cut or
-/// server crash only means the job runs again, which at-least-once delivery already
-/// allows; and since the log is written in order, any later durable commit makes them
-/// durable too. The enqueue, which must never be lost, stays fully synchronous.
+/// Claims, heartbeats and outcomes commit without waiting for the log to reach the disk,
+/// through the store's relaxed pool (`synchronous_commit = off` on PostgreSQL,
+/// `synchronous = NORMAL` on SQLite). Losing one of them in a power cut or server crash
+/// only means the job runs again, which at-least-once delivery already allows; and since
+/// the log is written in order, any later durable commit makes them durable too. The
+/// enqueue, which must never be lost, stays fully synchronous. One statement commits by
+/// itself: no BEGIN and COMMIT round trips.
 async fn relaxed_query(
     store: &Store,
     sql: &str,
     values: Vec<Value>,
 ) -> StoreResult<Vec<sea_orm::QueryResult>> {
-    if let Some(db) = store.relaxed_connection() {
-        // One statement commits by itself: no BEGIN and COMMIT round trips.
-        let _turn = store.write_turn().await?;
-        return Ok(db.query_all_raw(stmt(store.backend(), sql, values)).await?);
-    }
-    use sea_orm::TransactionTrait;
-    let tx = store.connection().begin().await?;
-    tx.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
-        .await?;
-    let rows = tx.query_all_raw(stmt(store.backend(), sql, values)).await?;
-    tx.commit().await?;
-    Ok(rows)
+    let _turn = store.write_turn().await?;
+    Ok(store
+        .relaxed_connection()
+        .query_all_raw(stmt(store.backend(), sql, values))
+        .await?)
 }
 
 /// [`relaxed_query`] for statements without results; returns the rows affected.
-async fn relaxed_exec(store: &Store, sql: &str, values: Vec<Value>) -> StoreResult<u64> {
-    if let Some(db) = store.relaxed_connection() {
-        let _turn = store.write_turn().await?;
-        return Ok(db
-            .execute_raw(stmt(store.backend(), sql, values))
-            .await?
-            .rows_affected());
-    }
-    use sea_orm::TransactionTrait;
-    let tx = store.connection().begin().await?;
-    tx.execute_unprepared("SET LOCAL synchronous_commit TO OFF")
-        .await?;
-    let affected = tx
+pub(crate) async fn relaxed_exec(store: &Store, sql: &str, values: Vec<Value>) -> StoreResult<u64> {
+    let _turn = store.write_turn().await?;
+    Ok(store
+        .relaxed_connection()
         .execute_raw(stmt(store.backend(), sql, values))
         .await?
-        .rows_affected();
-    tx.commit().await?;
-    Ok(affected)
+        .rows_affected())
 }
 
 /// Enqueues `job` on `db`, which may be the caller's open transaction: if it rolls back, the

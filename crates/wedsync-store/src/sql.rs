@@ -9,7 +9,7 @@
 //! each `$N` into an anonymous `?` and orders the values to match (repeating a value that
 //! is used twice), which SQLite binds by position.
 
-use sea_orm::{DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, QueryResult, Statement, Value};
 
 /// A statement for `backend` from SQL with `$N` placeholders and their values.
 pub(crate) fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Statement {
@@ -18,6 +18,44 @@ pub(crate) fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Stateme
     }
     let (sql, values) = positional(sql, values);
     Statement::from_sql_and_values(backend, sql, values)
+}
+
+/// Runs `statements` (SQL with `$N` placeholders, and values) in order on `db`, normally
+/// an open transaction, and returns the rows they produce, in order.
+///
+/// On SQLite they go as one text of several statements: sqlx runs them one after another
+/// on the connection's own thread, binding anonymous `?` parameters across them in order,
+/// so a batch costs one hand-off to that thread instead of one per statement. That matters
+/// under the single write gate, where every hand-off is time nobody else can write. On
+/// PostgreSQL the extended protocol takes one statement per message, so they run in turn.
+/// Should one fail, the ones after it do not run and the caller's transaction rolls back.
+pub(crate) async fn run_all<C: ConnectionTrait>(
+    db: &C,
+    statements: Vec<(String, Vec<Value>)>,
+) -> Result<Vec<QueryResult>, DbErr> {
+    let backend = db.get_database_backend();
+    if backend != DbBackend::Sqlite {
+        let mut rows = Vec::new();
+        for (sql, values) in statements {
+            rows.extend(db.query_all_raw(stmt(backend, &sql, values)).await?);
+        }
+        return Ok(rows);
+    }
+    let mut text = String::new();
+    let mut all = Vec::new();
+    for (sql, values) in statements {
+        let (sql, values) = positional(&sql, values);
+        if !text.is_empty() {
+            text.push_str(";\n");
+        }
+        text.push_str(&sql);
+        all.extend(values);
+    }
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    db.query_all_raw(Statement::from_sql_and_values(backend, text, all))
+        .await
 }
 
 /// Rewrites `$N` placeholders outside quoted strings and identifiers into `?`, with the

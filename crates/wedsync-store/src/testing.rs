@@ -117,11 +117,12 @@ pub async fn drop_audit_guards(store: &Store) -> StoreResult<()> {
 }
 
 /// SQLite: `PRAGMA synchronous` on the main pool and on the relaxed pool that job claims and
-/// outcomes use (2 is FULL, 1 is NORMAL). `None` on PostgreSQL.
+/// outcomes use (2 is FULL, 1 is NORMAL). `None` on PostgreSQL ([`pg_synchronous_commit`]).
 pub async fn sqlite_synchronous(store: &Store) -> StoreResult<Option<(i64, i64)>> {
-    let Some(relaxed) = store.relaxed_connection() else {
+    if store.backend() != sea_orm::DbBackend::Sqlite {
         return Ok(None);
-    };
+    }
+    let relaxed = store.relaxed_connection();
     let read = |db: &sea_orm::DatabaseConnection| {
         let db = db.clone();
         async move {
@@ -164,4 +165,29 @@ pub async fn source(
         .create_source(org, new, &crate::Actor::System)
         .await?
         .0)
+}
+
+/// PostgreSQL: `synchronous_commit` on the main pool and on the relaxed pool. `None` on
+/// SQLite.
+pub async fn pg_synchronous_commit(store: &Store) -> StoreResult<Option<(String, String)>> {
+    if store.backend() != sea_orm::DbBackend::Postgres {
+        return Ok(None);
+    }
+    let read = |db: &sea_orm::DatabaseConnection| {
+        let db = db.clone();
+        async move {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT current_setting('synchronous_commit') AS s",
+                ))
+                .await?
+                .ok_or(crate::StoreError::NotFound)?;
+            Ok::<String, crate::StoreError>(row.try_get::<String>("", "s")?)
+        }
+    };
+    Ok(Some((
+        read(store.connection()).await?,
+        read(store.relaxed_connection()).await?,
+    )))
 }

@@ -699,8 +699,8 @@ pub(crate) async fn fan_out_in(
 }
 
 /// An organisation's endpoints as [`fan_out_to`] reads them.
-pub(crate) async fn endpoints_in(
-    tx: &DatabaseTransaction,
+pub(crate) async fn endpoints_in<C: ConnectionTrait>(
+    tx: &C,
     org: &OrgId,
 ) -> StoreResult<Vec<sea_orm::QueryResult>> {
     Ok(tx
@@ -710,6 +710,20 @@ pub(crate) async fn endpoints_in(
             vec![org.to_string().into()],
         ))
         .await?)
+}
+
+/// Whether any of the endpoints `rows` ([`endpoints_in`]) subscribes to `event_type`, so
+/// that [`fan_out_to`] may write something for it (its payload filters are not looked at:
+/// `true` can still end in no message).
+pub(crate) fn any_subscribed(rows: &[sea_orm::QueryResult], event_type: &str) -> StoreResult<bool> {
+    for r in rows {
+        let patterns: Vec<EventPattern> =
+            serde_json::from_str(&r.try_get::<String>("", "event_types")?).map_err(corrupt)?;
+        if subscribed(&patterns, event_type) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// [`fan_out_in`] with the organisation's endpoints already read ([`endpoints_in`]), for

@@ -379,6 +379,86 @@ async fn a_group_commit_stores_all_or_nothing_and_spots_duplicates_within_it() {
 }
 
 #[tokio::test]
+async fn a_batch_failing_after_its_requests_are_written_keeps_none_of_them() {
+    // The batch's statements go to the database in one hand-off on SQLite: a failure in a
+    // later one (here the events insert, made to fail by a trigger) must undo the requests
+    // the first one wrote, so their senders' retries are accepted, not called duplicates.
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let source = stripe_source(&c.store, &org.id).await;
+    let trigger = match c.store.backend() {
+        wedsync_store::Backend::Sqlite => vec![
+            "CREATE TRIGGER explode BEFORE INSERT ON events WHEN NEW.event_type = 'test.explode' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        ],
+        _ => vec![
+            "CREATE FUNCTION explode() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.event_type = 'test.explode' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER explode BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION explode()",
+        ],
+    };
+    for sql in trigger {
+        wedsync_store::testing::execute_raw(&c.store, sql)
+            .await
+            .expect("trigger");
+    }
+    let ev = |event_type: &str| NewEvent {
+        event_type: event_type.into(),
+        subject: None,
+        time: c.clock_now(),
+        data: serde_json::json!({}),
+        couple_ref: None,
+        booking_ref: None,
+    };
+    let failed = c
+        .store
+        .ingest_many(vec![
+            (
+                request(&source, org.id, "stripe:ok"),
+                vec![ev("payment.completed")],
+            ),
+            (
+                request(&source, org.id, "stripe:bad"),
+                vec![ev("test.explode")],
+            ),
+        ])
+        .await;
+    assert!(failed.is_err(), "the events insert failed");
+    for table in [
+        "inbound_requests",
+        "events",
+        "jobs WHERE kind = 'event.route'",
+    ] {
+        let n = wedsync_store::testing::query_i64(
+            &c.store,
+            &format!("SELECT COUNT(*) AS n FROM {table}"),
+        )
+        .await
+        .expect("count");
+        assert_eq!(n, 0, "nothing of the batch is left in {table}");
+    }
+    let retried = c
+        .store
+        .ingest(
+            request(&source, org.id, "stripe:ok"),
+            vec![ev("payment.completed")],
+        )
+        .await
+        .expect("retry");
+    let Ingested::Accepted { event_ids, .. } = retried else {
+        panic!("the retry is new, not a duplicate: {retried:?}")
+    };
+    assert_eq!(event_ids.len(), 1);
+    let jobs = wedsync_store::testing::query_i64(
+        &c.store,
+        "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'event.route' AND state = 'ready'",
+    )
+    .await
+    .expect("count");
+    assert_eq!(jobs, 1, "and its routing job is queued");
+}
+
+#[tokio::test]
 async fn the_dedupe_window_ends_with_retention_but_unrouted_events_are_never_pruned() {
     let c = ctx().await;
     let org = org(&c.store, "Lens & Lace").await;

@@ -920,15 +920,26 @@ async fn tables_full_of_dead_rows_are_vacuumed_on_postgres() {
 }
 
 #[tokio::test]
-async fn only_claims_and_outcomes_skip_the_disk_sync_on_sqlite() {
+async fn only_claims_and_outcomes_skip_the_disk_sync() {
     let c = ctx().await;
+    // Everything else (enqueues, webhooks stored, journeys) syncs on every commit.
     match wedsync_store::testing::sqlite_synchronous(&c.store)
         .await
         .expect("pragma")
     {
-        // Everything else (enqueues, webhooks stored, journeys) syncs on every commit.
         Some((main, relaxed)) => assert_eq!((main, relaxed), (2, 1), "FULL and NORMAL"),
         None => assert_eq!(c.store.backend(), wedsync_store::Backend::Postgres),
+    }
+    match wedsync_store::testing::pg_synchronous_commit(&c.store)
+        .await
+        .expect("setting")
+    {
+        Some((main, relaxed)) => assert_eq!(
+            (main.as_str(), relaxed.as_str()),
+            ("on", "off"),
+            "the relaxed pool's sessions do not wait for the WAL flush"
+        ),
+        None => assert_eq!(c.store.backend(), wedsync_store::Backend::Sqlite),
     }
     // Claims and outcomes through the relaxed connections see and change the same queue.
     let id = c.store.enqueue(job(1)).await.expect("enqueue").id;
