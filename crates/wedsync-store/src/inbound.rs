@@ -201,7 +201,8 @@ impl Store {
     /// tells which were new), one of the events and one of their routing jobs. On SQLite
     /// the three go to the database in one hand-off, the events and jobs inserted only
     /// where their request was ([`event_statements`]); on PostgreSQL in turn, the events
-    /// for the new requests only. Duplicates are looked up after the commit.
+    /// for the new requests only. The request a duplicate repeats is read in the same
+    /// transaction, so an error always means nothing of the batch was stored.
     pub async fn ingest_many(
         &self,
         batch: Vec<(IncomingRequest, Vec<NewEvent>)>,
@@ -223,13 +224,10 @@ impl Store {
             crate::sql::run_all(&*tx, events).await?;
             (rows, event_ids)
         };
-        // One wake-up for the whole batch, delivered on commit (PostgreSQL; this node's
-        // workers are woken below).
-        crate::queue::notify_in(&*tx, ROUTE_KIND).await?;
-        tx.commit().await?;
-        self.wake_workers();
         let inserted: HashSet<String> = returned_ids(&rows)?;
-
+        // The stored request each duplicate repeats, read in the transaction (rare: one more
+        // statement only when the batch has duplicates), so that an outcome is an error
+        // only when nothing was stored.
         let seen: Vec<&Pending> = pending
             .iter()
             .filter(|p| p.same_as.is_none() && !inserted.contains(&p.request_id))
@@ -237,8 +235,15 @@ impl Store {
         let existing = if seen.is_empty() {
             Default::default()
         } else {
-            self.stored_requests(&seen).await?
+            stored_requests(&*tx, &seen).await?
         };
+        if !inserted.is_empty() {
+            // One wake-up for the whole batch, delivered on commit (PostgreSQL; this
+            // node's workers are woken below).
+            crate::queue::notify_in(&*tx, ROUTE_KIND).await?;
+        }
+        tx.commit().await?;
+        self.wake_workers();
         let stored = |p: &Pending| -> StoreResult<Ingested> {
             if inserted.contains(&p.request_id) {
                 return Ok(Ingested::Accepted {
@@ -672,6 +677,39 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
 /// PostgreSQL's 65 535 at a dozen columns a row.
 const ROWS_PER_STATEMENT: usize = 500;
 
+/// The stored request each duplicate of the batch repeats.
+async fn stored_requests<C: ConnectionTrait>(
+    db: &C,
+    seen: &[&Pending],
+) -> StoreResult<std::collections::HashMap<(String, String), String>> {
+    let backend = db.get_database_backend();
+    let mut existing = std::collections::HashMap::new();
+    for chunk in seen.chunks(ROWS_PER_STATEMENT) {
+        let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
+        let mut alternatives = Vec::with_capacity(chunk.len());
+        for p in chunk {
+            let n = values.len() + 1;
+            alternatives.push(format!("(source_id = ${n} AND dedupe_key = ${})", n + 1));
+            values.push(p.request.source_id.to_string().into());
+            values.push(p.request.dedupe_key.clone().into());
+        }
+        let sql = format!(
+            "SELECT id, source_id, dedupe_key FROM inbound_requests WHERE {}",
+            alternatives.join(" OR ")
+        );
+        for r in db
+            .query_all_raw(crate::sql::stmt(backend, &sql, values))
+            .await?
+        {
+            existing.insert(
+                (r.try_get("", "source_id")?, r.try_get("", "dedupe_key")?),
+                r.try_get("", "id")?,
+            );
+        }
+    }
+    Ok(existing)
+}
+
 /// A statement with `$N` placeholders and its values.
 type SqlWithValues = (String, Vec<Value>);
 
@@ -795,41 +833,6 @@ impl Store {
             }
         }
         Ok(links)
-    }
-
-    /// The stored request each duplicate of the batch repeats (read after the commit: the
-    /// first delivery's row is there to stay).
-    async fn stored_requests(
-        &self,
-        seen: &[&Pending],
-    ) -> StoreResult<std::collections::HashMap<(String, String), String>> {
-        let backend = self.backend();
-        let mut existing = std::collections::HashMap::new();
-        for chunk in seen.chunks(ROWS_PER_STATEMENT) {
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 2);
-            let mut alternatives = Vec::with_capacity(chunk.len());
-            for p in chunk {
-                let n = values.len() + 1;
-                alternatives.push(format!("(source_id = ${n} AND dedupe_key = ${})", n + 1));
-                values.push(p.request.source_id.to_string().into());
-                values.push(p.request.dedupe_key.clone().into());
-            }
-            let sql = format!(
-                "SELECT id, source_id, dedupe_key FROM inbound_requests WHERE {}",
-                alternatives.join(" OR ")
-            );
-            for r in self
-                .connection()
-                .query_all_raw(crate::sql::stmt(backend, &sql, values))
-                .await?
-            {
-                existing.insert(
-                    (r.try_get("", "source_id")?, r.try_get("", "dedupe_key")?),
-                    r.try_get("", "id")?,
-                );
-            }
-        }
-        Ok(existing)
     }
 }
 
@@ -968,8 +971,6 @@ fn event_statements(
             event_ids.entry(p.request_id.clone()).or_default().push(id);
         }
     }
-    // `column4` is the request id, `column7` the job's event id (SQLite and PostgreSQL both
-    // name a VALUES list's columns `columnN`).
     // Gated, each row is read from a VALUES list, whose columns SQLite and PostgreSQL both
     // name `columnN`: the events' `column4` is the request id, the jobs' `column7` (not
     // inserted) the job's event id.

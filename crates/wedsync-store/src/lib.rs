@@ -143,7 +143,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// SQLite only: one write transaction at a time in this process ([`Store::write_tx`]).
     write_gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
-    /// SQLite only: connections that commit without syncing the WAL.
+    /// Connections whose commits do not wait for the disk ([`Store::relaxed_connection`]);
+    /// `None` for an in-memory SQLite database.
     relaxed: Option<DatabaseConnection>,
     clock: SharedClock,
     /// Wakes this process's idle workers after an enqueue commits (PostgreSQL nodes are also

@@ -16,7 +16,7 @@ pub(crate) fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Stateme
     if backend != DbBackend::Sqlite || !sql.contains('$') {
         return Statement::from_sql_and_values(backend, sql, values);
     }
-    let (sql, values) = positional(sql, values);
+    let (sql, values, _) = positional(sql, values);
     Statement::from_sql_and_values(backend, sql, values)
 }
 
@@ -44,7 +44,14 @@ pub(crate) async fn run_all<C: ConnectionTrait>(
     let mut text = String::new();
     let mut all = Vec::new();
     for (sql, values) in statements {
-        let (sql, values) = positional(&sql, values);
+        let (sql, values, complete) = positional(&sql, values);
+        // A placeholder without a value stays `$N`, which SQLite would bind to the N-th
+        // value of the whole joined list rather than report.
+        if !complete {
+            return Err(DbErr::Custom(format!(
+                "a placeholder has no value in: {sql}"
+            )));
+        }
         if !text.is_empty() {
             text.push_str(";\n");
         }
@@ -60,12 +67,13 @@ pub(crate) async fn run_all<C: ConnectionTrait>(
 
 /// Rewrites `$N` placeholders outside quoted strings and identifiers into `?`, with the
 /// values in the order they now appear. A placeholder without a value is left as it was,
-/// so the database reports it.
-fn positional(sql: &str, values: Vec<Value>) -> (String, Vec<Value>) {
+/// so the database reports it; the flag is `false` then.
+fn positional(sql: &str, values: Vec<Value>) -> (String, Vec<Value>, bool) {
     let mut out = String::with_capacity(sql.len());
     let mut ordered = Vec::with_capacity(values.len());
     let mut chars = sql.char_indices().peekable();
     let mut quote: Option<char> = None;
+    let mut complete = true;
     while let Some((i, c)) = chars.next() {
         match (quote, c) {
             (Some(q), c) if c == q => {
@@ -98,13 +106,16 @@ fn positional(sql: &str, values: Vec<Value>) -> (String, Vec<Value>) {
                         out.push('?');
                         ordered.push(v.clone());
                     }
-                    None => out.push_str(&sql[i..end]),
+                    None => {
+                        complete = false;
+                        out.push_str(&sql[i..end]);
+                    }
                 }
             }
             (None, c) => out.push(c),
         }
     }
-    (out, ordered)
+    (out, ordered, complete)
 }
 
 #[cfg(test)]
@@ -113,7 +124,7 @@ mod tests {
 
     #[test]
     fn placeholders_become_positional_in_the_order_they_appear() {
-        let (sql, values) = positional(
+        let (sql, values, complete) = positional(
             "INSERT INTO t VALUES ($2, $1, $10, $1) WHERE a = '$3' AND \"$4\" = $3",
             (1..=10).map(|n| Value::from(n as i64)).collect(),
         );
@@ -124,16 +135,18 @@ mod tests {
         let got: Vec<Value> = values;
         let want: Vec<Value> = [2i64, 1, 10, 1, 3].into_iter().map(Value::from).collect();
         assert_eq!(got, want);
+        assert!(complete);
     }
 
     #[test]
     fn a_quote_inside_a_string_and_a_missing_value_are_left_alone() {
-        let (sql, values) = positional(
+        let (sql, values, complete) = positional(
             "SELECT 'it''s $1', $1, $7, json_extract(x, '$.a')",
             vec![Value::from("v")],
         );
         assert_eq!(sql, "SELECT 'it''s $1', ?, $7, json_extract(x, '$.a')");
         assert_eq!(values, vec![Value::from("v")]);
+        assert!(!complete, "$7 has no value");
     }
 
     #[test]
