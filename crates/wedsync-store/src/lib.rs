@@ -53,6 +53,7 @@ pub mod worker;
 use std::path::Path;
 use std::time::Duration;
 
+use sea_orm::sqlx::postgres::PgSslMode;
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
@@ -158,6 +159,12 @@ impl Store {
     /// Connects (creating the SQLite file and its folder if needed) without migrating.
     pub async fn connect(options: &StoreOptions, clock: SharedClock) -> StoreResult<Self> {
         let url = options.url.as_str();
+        // TLS to a server on this machine protects nothing and costs a fifth of a busy
+        // node's database throughput (BENCHMARKS.md), so a loopback or socket URL that
+        // chooses no TLS mode connects without it (the listener's connection too, which
+        // copies the main pool's options).
+        let plaintext_loopback =
+            plaintext_on_loopback(url, std::env::var_os("PGSSLMODE").is_some());
         let mut opts = ConnectOptions::new(url);
         opts.max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -190,6 +197,9 @@ impl Store {
             if let Some(schema) = &options.pg_schema {
                 opts.set_schema_search_path(schema.clone());
             }
+            if plaintext_loopback {
+                opts.map_sqlx_postgres_opts(|o| o.ssl_mode(PgSslMode::Disable));
+            }
         } else {
             return Err(StoreError::Config(
                 "database_url: must start with sqlite:// or postgres://".into(),
@@ -217,7 +227,14 @@ impl Store {
                 .max_connections((options.max_connections / 2).max(2))
                 .acquire_timeout(options.acquire_timeout)
                 .sqlx_logging(false)
-                .map_sqlx_postgres_opts(|o| o.options([("synchronous_commit", "off")]));
+                .map_sqlx_postgres_opts(move |o| {
+                    let o = o.options([("synchronous_commit", "off")]);
+                    if plaintext_loopback {
+                        o.ssl_mode(PgSslMode::Disable)
+                    } else {
+                        o
+                    }
+                });
             if let Some(schema) = &options.pg_schema {
                 relaxed.set_schema_search_path(schema.clone());
             }
@@ -423,6 +440,40 @@ impl Store {
     }
 }
 
+/// Whether a PostgreSQL URL reaches a server on this machine (a loopback address,
+/// `localhost` or a Unix socket) and leaves the TLS mode to the default (`prefer`, which
+/// negotiates TLS whenever the server offers it). A mode chosen in the URL (`sslmode` or
+/// `ssl-mode`) or in the environment (`PGSSLMODE`, `mode_in_env`) is always kept.
+fn plaintext_on_loopback(url: &str, mode_in_env: bool) -> bool {
+    use std::str::FromStr as _;
+    if mode_in_env {
+        return false;
+    }
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    if parsed
+        .query_pairs()
+        .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
+    {
+        return false;
+    }
+    let Ok(options) = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url) else {
+        return false;
+    };
+    if options.get_socket().is_some() {
+        return true;
+    }
+    let host = options
+        .get_host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether a database error is a uniqueness violation, so callers can answer 409.
 pub(crate) fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
     matches!(
@@ -553,5 +604,40 @@ impl ConnectionTrait for WriteTx {
         stmt: sea_orm::Statement,
     ) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
         self.tx.query_all_raw(stmt).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plaintext_on_loopback;
+
+    #[test]
+    fn only_a_loopback_url_without_a_tls_choice_connects_in_plain_text() {
+        for url in [
+            "postgres://postgres@127.0.0.1:5432/wedsync",
+            "postgres://postgres@127.0.0.2/wedsync",
+            "postgresql://u:p@localhost/wedsync?application_name=hub",
+            "postgres://u@[::1]:5432/wedsync",
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql/wedsync",
+            "postgres:///wedsync?host=/var/run/postgresql",
+        ] {
+            assert!(plaintext_on_loopback(url, false), "{url}");
+        }
+        for url in [
+            // Another machine: TLS as the driver negotiates it.
+            "postgres://u@db.internal:5432/wedsync",
+            "postgres://u@10.0.0.5/wedsync",
+            "postgres://u@[::ffff:10.0.0.5]/wedsync",
+            // A mode the operator chose, in either spelling, even on loopback.
+            "postgres://u@127.0.0.1/wedsync?sslmode=prefer",
+            "postgres://u@localhost/wedsync?ssl-mode=require",
+            "not a url",
+        ] {
+            assert!(!plaintext_on_loopback(url, false), "{url}");
+        }
+        assert!(
+            !plaintext_on_loopback("postgres://u@127.0.0.1/wedsync", true),
+            "PGSSLMODE is a choice too"
+        );
     }
 }

@@ -170,24 +170,39 @@ pub async fn source(
 /// PostgreSQL: `synchronous_commit` on the main pool and on the relaxed pool. `None` on
 /// SQLite.
 pub async fn pg_synchronous_commit(store: &Store) -> StoreResult<Option<(String, String)>> {
+    pg_on_both_pools(store, "SELECT current_setting('synchronous_commit') AS v").await
+}
+
+/// PostgreSQL: whether this session of the main pool and one of the relaxed pool run over
+/// TLS (`pg_stat_ssl`). `None` on SQLite.
+pub async fn pg_session_tls(store: &Store) -> StoreResult<Option<(bool, bool)>> {
+    pg_on_both_pools(
+        store,
+        "SELECT ssl AS v FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    )
+    .await
+}
+
+/// PostgreSQL: column `v` of `sql`'s one row, read in a session of each pool.
+async fn pg_on_both_pools<T: sea_orm::TryGetable>(
+    store: &Store,
+    sql: &str,
+) -> StoreResult<Option<(T, T)>> {
     if store.backend() != sea_orm::DbBackend::Postgres {
         return Ok(None);
     }
-    let read = |db: &sea_orm::DatabaseConnection| {
-        let db = db.clone();
-        async move {
-            let row = db
-                .query_one_raw(sea_orm::Statement::from_string(
-                    sea_orm::DbBackend::Postgres,
-                    "SELECT current_setting('synchronous_commit') AS s",
-                ))
-                .await?
-                .ok_or(crate::StoreError::NotFound)?;
-            Ok::<String, crate::StoreError>(row.try_get::<String>("", "s")?)
-        }
-    };
-    Ok(Some((
-        read(store.connection()).await?,
-        read(store.relaxed_connection()).await?,
-    )))
+    let mut values = Vec::with_capacity(2);
+    for db in [store.connection(), store.relaxed_connection()] {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                sql,
+            ))
+            .await?
+            .ok_or(crate::StoreError::NotFound)?;
+        values.push(row.try_get::<T>("", "v")?);
+    }
+    let relaxed = values.pop().ok_or(crate::StoreError::NotFound)?;
+    let main = values.pop().ok_or(crate::StoreError::NotFound)?;
+    Ok(Some((main, relaxed)))
 }

@@ -82,3 +82,57 @@ async fn the_run_uses_the_backend_it_asked_for() {
     );
     assert_eq!(store.backend(), expected);
 }
+
+/// A server on this machine is reached without TLS unless the URL asks for a mode: TLS over
+/// loopback protects nothing and costs a fifth of a busy node's database throughput.
+#[tokio::test]
+async fn a_loopback_server_is_reached_without_tls_unless_the_url_asks() {
+    use sea_orm::ConnectionTrait as _;
+    let db = fresh_db().await.expect("db");
+    let store = Store::connect(&db.options, Arc::new(SystemClock))
+        .await
+        .expect("connect");
+    let Some(plain) = wedsync_store::testing::pg_session_tls(&store)
+        .await
+        .expect("pg_stat_ssl")
+    else {
+        assert_eq!(store.backend(), sea_orm::DbBackend::Sqlite);
+        return;
+    };
+    // CI's URL is 127.0.0.1 with no sslmode.
+    assert!(
+        db.options.url.contains("@127.0.0.1") && !db.options.url.contains("sslmode"),
+        "this test expects a loopback URL without sslmode: {}",
+        db.options.url
+    );
+    assert_eq!(
+        plain,
+        (false, false),
+        "main and relaxed pools in plain text"
+    );
+    // With the mode chosen in the URL, the driver's choice stands: `prefer` is TLS exactly
+    // when the server offers it.
+    let offered = store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT current_setting('ssl') = 'on' AS on",
+        ))
+        .await
+        .expect("ssl setting")
+        .expect("row")
+        .try_get::<bool>("", "on")
+        .expect("bool");
+    let mut chosen = db.options.clone();
+    let sep = if chosen.url.contains('?') { '&' } else { '?' };
+    chosen.url = format!("{}{sep}sslmode=prefer", chosen.url);
+    let chosen = Store::connect(&chosen, Arc::new(SystemClock))
+        .await
+        .expect("connect with sslmode");
+    assert_eq!(
+        wedsync_store::testing::pg_session_tls(&chosen)
+            .await
+            .expect("pg_stat_ssl"),
+        Some((offered, offered))
+    );
+}
