@@ -159,12 +159,13 @@ impl Store {
     /// Connects (creating the SQLite file and its folder if needed) without migrating.
     pub async fn connect(options: &StoreOptions, clock: SharedClock) -> StoreResult<Self> {
         let url = options.url.as_str();
-        // TLS to a server on this machine protects nothing and costs a fifth of a busy
-        // node's database throughput (BENCHMARKS.md), so a loopback or socket URL that
-        // chooses no TLS mode connects without it (the listener's connection too, which
-        // copies the main pool's options).
+        // TLS to a server on this machine protects nothing and cost a fifth to a third of
+        // a busy node's database throughput (BENCHMARKS.md), so a loopback or socket URL
+        // that sets nothing about TLS connects without it (the LISTEN connection too, which
+        // is taken from the main pool). `map_sqlx_postgres_opts` holds one function: each
+        // pool sets it once, below, with everything it needs.
         let plaintext_loopback =
-            plaintext_on_loopback(url, std::env::var_os("PGSSLMODE").is_some());
+            plaintext_on_loopback(url, TLS_ENV.iter().any(|v| std::env::var_os(v).is_some()));
         let mut opts = ConnectOptions::new(url);
         opts.max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -440,22 +441,26 @@ impl Store {
     }
 }
 
+/// The environment variables through which libpq-style clients (and sqlx) take TLS
+/// settings; any of them set is a choice [`plaintext_on_loopback`] keeps.
+const TLS_ENV: [&str; 4] = ["PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"];
+
 /// Whether a PostgreSQL URL reaches a server on this machine (a loopback address,
-/// `localhost` or a Unix socket) and leaves the TLS mode to the default (`prefer`, which
-/// negotiates TLS whenever the server offers it). A mode chosen in the URL (`sslmode` or
-/// `ssl-mode`) or in the environment (`PGSSLMODE`, `mode_in_env`) is always kept.
-fn plaintext_on_loopback(url: &str, mode_in_env: bool) -> bool {
+/// `localhost` or a Unix socket, as sqlx resolves host overrides such as `host=` and
+/// `hostaddr=`) and says nothing about TLS, so the driver's default (`prefer`, which
+/// negotiates TLS whenever the server offers it) would apply. Any TLS setting in the URL
+/// (`sslmode`, `sslrootcert`, `sslcert`, `sslkey` and their dashed spellings: every key
+/// starting with `ssl`) or in the environment (`tls_in_env`, see [`TLS_ENV`]) is a choice,
+/// and is always kept.
+fn plaintext_on_loopback(url: &str, tls_in_env: bool) -> bool {
     use std::str::FromStr as _;
-    if mode_in_env {
+    if tls_in_env {
         return false;
     }
     let Ok(parsed) = url::Url::parse(url) else {
         return false;
     };
-    if parsed
-        .query_pairs()
-        .any(|(k, _)| k == "sslmode" || k == "ssl-mode")
-    {
+    if parsed.query_pairs().any(|(k, _)| k.starts_with("ssl")) {
         return false;
     }
     let Ok(options) = sea_orm::sqlx::postgres::PgConnectOptions::from_str(url) else {
@@ -464,10 +469,11 @@ fn plaintext_on_loopback(url: &str, mode_in_env: bool) -> bool {
     if options.get_socket().is_some() {
         return true;
     }
-    let host = options
-        .get_host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
+    let host = options.get_host();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
@@ -620,6 +626,9 @@ mod tests {
             "postgres://u@[::1]:5432/wedsync",
             "postgres://u@%2Fvar%2Frun%2Fpostgresql/wedsync",
             "postgres:///wedsync?host=/var/run/postgresql",
+            // Another machine's name overridden to this one.
+            "postgres://u@10.0.0.5/wedsync?host=127.0.0.1",
+            "postgres://u@db.internal/wedsync?hostaddr=::1",
         ] {
             assert!(plaintext_on_loopback(url, false), "{url}");
         }
@@ -628,16 +637,21 @@ mod tests {
             "postgres://u@db.internal:5432/wedsync",
             "postgres://u@10.0.0.5/wedsync",
             "postgres://u@[::ffff:10.0.0.5]/wedsync",
-            // A mode the operator chose, in either spelling, even on loopback.
+            // The URL's host overridden to another machine.
+            "postgres://u@localhost/wedsync?host=10.0.0.5",
+            "postgres://u@localhost/wedsync?hostaddr=10.0.0.5",
+            // A TLS setting the operator chose, in either spelling, even on loopback.
             "postgres://u@127.0.0.1/wedsync?sslmode=prefer",
             "postgres://u@localhost/wedsync?ssl-mode=require",
+            "postgres://u@localhost/wedsync?sslrootcert=/etc/ssl/db.pem",
+            "postgres://u@127.0.0.1/wedsync?ssl-cert=/c.pem&ssl-key=/k.pem",
             "not a url",
         ] {
             assert!(!plaintext_on_loopback(url, false), "{url}");
         }
         assert!(
             !plaintext_on_loopback("postgres://u@127.0.0.1/wedsync", true),
-            "PGSSLMODE is a choice too"
+            "a TLS setting in the environment is a choice too"
         );
     }
 }
