@@ -69,11 +69,11 @@ fn describe() {
     );
     metrics::describe_gauge!(
         "db_pool_connections",
-        "Open database connections in the pool"
+        "Open database connections, by pool (main, or relaxed: job claims and outcomes)"
     );
     metrics::describe_gauge!(
         "db_pool_idle_connections",
-        "Idle database connections in the pool"
+        "Idle database connections, by pool (main, or relaxed)"
     );
     describe_queue();
 }

@@ -370,18 +370,27 @@ impl Store {
         self.db.ping().await.map_err(StoreError::from)
     }
 
-    /// Pool figures for metrics: (open connections, idle connections).
-    pub fn pool_stats(&self) -> (u32, usize) {
-        match self.backend() {
+    /// Pool figures for metrics, one entry per pool: `main`, then `relaxed` where there is
+    /// one ([`Store::relaxed_connection`]), each with its open and idle connections.
+    pub fn pool_stats(&self) -> Vec<(&'static str, u32, usize)> {
+        let stats = |db: &DatabaseConnection| match db.get_database_backend() {
             DbBackend::Sqlite => {
-                let pool = self.db.get_sqlite_connection_pool();
+                let pool = db.get_sqlite_connection_pool();
                 (pool.size(), pool.num_idle())
             }
             _ => {
-                let pool = self.db.get_postgres_connection_pool();
+                let pool = db.get_postgres_connection_pool();
                 (pool.size(), pool.num_idle())
             }
+        };
+        let mut all = Vec::with_capacity(2);
+        for (name, db) in [("main", Some(&self.db)), ("relaxed", self.relaxed.as_ref())] {
+            if let Some(db) = db {
+                let (open, idle) = stats(db);
+                all.push((name, open, idle));
+            }
         }
+        all
     }
 
     /// Begins a write transaction. On SQLite it is `BEGIN IMMEDIATE`, taking the write lock

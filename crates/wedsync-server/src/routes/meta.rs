@@ -57,9 +57,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let (open, idle) = state.store.pool_stats();
-    metrics::gauge!("db_pool_connections").set(f64::from(open));
-    metrics::gauge!("db_pool_idle_connections").set(idle as f64);
+    for (pool, open, idle) in state.store.pool_stats() {
+        metrics::gauge!("db_pool_connections", "pool" => pool).set(f64::from(open));
+        metrics::gauge!("db_pool_idle_connections", "pool" => pool).set(idle as f64);
+    }
     if let Err(error) = crate::telemetry::record_queue(&state.store).await {
         tracing::warn!(%error, "queue metrics unavailable");
     }

@@ -130,6 +130,17 @@ async fn metrics_parse_as_prometheus_text() {
     ] {
         assert!(names.contains(&name), "{name} missing from /metrics");
     }
+    // Both pools are counted: the main one and the relaxed one claims and outcomes use.
+    let pools: Vec<&str> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "db_pool_connections")
+        .filter_map(|s| s.labels.get("pool"))
+        .collect();
+    assert!(
+        pools.contains(&"main") && pools.contains(&"relaxed"),
+        "{pools:?}"
+    );
     let latency = scrape
         .samples
         .iter()
