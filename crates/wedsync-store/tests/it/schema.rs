@@ -83,8 +83,9 @@ async fn the_run_uses_the_backend_it_asked_for() {
     assert_eq!(store.backend(), expected);
 }
 
-/// A server on this machine is reached without TLS unless the URL asks for a mode: TLS over
-/// loopback protects nothing and costs a fifth of a busy node's database throughput.
+/// A server on this machine is reached without TLS unless the URL sets something about TLS:
+/// TLS over loopback protects nothing and cost a fifth to a third of the benchmarks'
+/// database throughput.
 #[tokio::test]
 async fn a_loopback_server_is_reached_without_tls_unless_the_url_asks() {
     use sea_orm::ConnectionTrait as _;
