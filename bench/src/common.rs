@@ -38,3 +38,13 @@ impl MachineLoad {
         (busy - b0) as f64 * 100.0 / (total - t0) as f64
     }
 }
+
+/// Whether this run measures `backend` (`sqlite` or `postgres`): every backend unless
+/// `WEDSYNC_BENCH_BACKENDS` names some (comma-separated), so one backend can be measured
+/// alone while working on it. The printed tables always say which rows ran.
+pub fn measures(backend: &str) -> bool {
+    match std::env::var("WEDSYNC_BENCH_BACKENDS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|b| b.trim() == backend),
+        _ => true,
+    }
+}

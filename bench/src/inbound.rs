@@ -342,14 +342,17 @@ async fn main() -> anyhow::Result<()> {
         .min(200_000);
     let mut results = Vec::new();
     let dir = tempfile::tempdir()?;
-    let mut sqlite = StoreOptions::new(StoreOptions::sqlite_in(dir.path()));
-    sqlite.max_connections = 8;
-    results.push(("sqlite", measure("sqlite", sqlite, n).await?));
+    if common::measures("sqlite") {
+        let mut sqlite = StoreOptions::new(StoreOptions::sqlite_in(dir.path()));
+        sqlite.max_connections = 8;
+        results.push(("sqlite", measure("sqlite", sqlite, n).await?));
+    }
 
     let base = std::env::var("WEDSYNC_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let name = format!("wedsync_bench_inbound_{}", std::process::id());
     match Database::connect(format!("{}/postgres", base.trim_end_matches('/')).as_str()).await {
+        _ if !common::measures("postgres") => {}
         Ok(admin) => {
             admin
                 .execute_unprepared(&format!("CREATE DATABASE {name}"))

@@ -25,6 +25,10 @@ use wedsync_delivery::ssrf::{ClientOptions, SsrfPolicy};
 use wedsync_store::webhooks::{DELIVER_KIND, DeliveryWork, EndpointInput, MessageInput};
 use wedsync_store::{Actor, Store, StoreOptions};
 
+// Only `measures` is used here.
+#[allow(dead_code)]
+mod common;
+
 /// The product binary's allocator, so figures are the hub's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -288,14 +292,17 @@ async fn main() -> anyhow::Result<()> {
 
     let base = baseline(&url, n).await?;
     let dir = tempfile::tempdir()?;
-    let mut sqlite = StoreOptions::new(StoreOptions::sqlite_in(dir.path()));
-    sqlite.max_connections = 8;
-    rows.push(("sqlite", hub(sqlite, &url, arrivals.clone(), n).await?));
+    if common::measures("sqlite") {
+        let mut sqlite = StoreOptions::new(StoreOptions::sqlite_in(dir.path()));
+        sqlite.max_connections = 8;
+        rows.push(("sqlite", hub(sqlite, &url, arrivals.clone(), n).await?));
+    }
 
     let pg_base = std::env::var("WEDSYNC_BENCH_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let name = format!("wedsync_bench_outbound_{}", std::process::id());
     match Database::connect(format!("{}/postgres", pg_base.trim_end_matches('/')).as_str()).await {
+        _ if !common::measures("postgres") => {}
         Ok(admin) => {
             admin
                 .execute_unprepared(&format!("CREATE DATABASE {name}"))
