@@ -100,6 +100,30 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
         Self { queue }
     }
 
+    /// Commits several items (queued together, so they usually share a transaction) and
+    /// returns their results in order, each once it is committed.
+    pub async fn submit_all(&self, items: Vec<I>) -> Vec<Result<O, String>> {
+        let mut answers = Vec::with_capacity(items.len());
+        for item in items {
+            let (reply, answer) = oneshot::channel();
+            answers.push(match self.queue.send((item, reply)).await {
+                Ok(()) => Some(answer),
+                Err(_) => None,
+            });
+        }
+        let mut out = Vec::with_capacity(answers.len());
+        for answer in answers {
+            out.push(match answer {
+                Some(answer) => answer
+                    .await
+                    .map_err(|_| "the store is shutting down".to_owned())
+                    .and_then(|r| r),
+                None => Err("the store is shutting down".to_owned()),
+            });
+        }
+        out
+    }
+
     /// Commits one item (with others arriving at the same time) and returns its result once
     /// it is committed.
     pub async fn submit(&self, item: I) -> Result<O, String> {

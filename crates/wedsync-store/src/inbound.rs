@@ -1,7 +1,8 @@
 //! Verified inbound requests and the canonical events made from them.
 //!
 //! [`Store::ingest`] writes, in one transaction, the raw request (headers without secrets,
-//! the exact body), its canonical events, and one `event.route` job per event; the sender is
+//! the exact body), its canonical events, and the `event.route` job that routes them (one per
+//! organisation and priority of a group-committed batch, listing its events); the sender is
 //! answered only after it commits. The unique `(source_id, dedupe_key)` index makes a second
 //! delivery of the same sender event a recognised duplicate that creates nothing.
 
@@ -177,7 +178,7 @@ fn to_cloud_event(r: &sea_orm::QueryResult) -> StoreResult<CloudEvent> {
 }
 
 impl Store {
-    /// Stores a verified request with its events and routing jobs, or recognises a duplicate.
+    /// Stores a verified request with its events and routing job, or recognises a duplicate.
     /// Events about a couple whose wedding is today route with the highest priority.
     pub async fn ingest(
         &self,
@@ -198,7 +199,10 @@ impl Store {
     /// The batch is written set-wise, a handful of statements whatever its size. The
     /// bookings and couples its events name are read first, once each and outside the write
     /// turn. Then, in the transaction: one multi-row insert of the requests (`RETURNING`
-    /// tells which were new), one of the events and one of their routing jobs. On SQLite
+    /// tells which were new), one of the events and one of their routing jobs: a job per
+    /// organisation and priority of the batch, listing its events, so that routing claims,
+    /// completes and prunes a job row per batch instead of one per event (wedding-day events
+    /// keep a job of their own at the highest priority). On SQLite
     /// the three go to the database in one hand-off, the events and jobs inserted only
     /// where their request was ([`event_statements`]); on PostgreSQL in turn, the events
     /// for the new requests only. The request a duplicate repeats is read in the same
@@ -572,13 +576,14 @@ impl Store {
     }
 }
 
-/// The handler for [`ROUTE_KIND`]: fans the event out to outbound webhooks and records it as
-/// routed ([`Store::route_events`]), then applies what the event means here: an alert
-/// action, a provider's delivery report, the journeys it starts or resumes.
+/// The handler for [`ROUTE_KIND`]: fans the job's events out to outbound webhooks and records
+/// them as routed ([`Store::route_events`]), then applies what each event means here: an
+/// alert action, a provider's delivery report, the journeys it starts or resumes.
 ///
+/// A job lists the events of one ingest batch (or names one event, for a replay).
 /// Concurrent jobs share routing transactions (group commit). Should a shared transaction
 /// fail, each of its events is routed again alone, so one unroutable event fails only its
-/// own job.
+/// own job; the job's other events stay routed, and its retry finds them so.
 pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
     let committers = if store.backend() == crate::Backend::Postgres {
         4
@@ -617,60 +622,90 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
         let store = store.clone();
         let router = router.clone();
         async move {
-            let transient = |e: String| crate::worker::JobError::transient(e);
-            let Some(event_id) = job
-                .payload
-                .get("event_id")
-                .and_then(|v| v.as_str())
-                .map(str::to_owned)
-            else {
-                return Err(crate::worker::JobError::Permanent(
-                    "payload has no event_id".into(),
-                ));
-            };
+            let event_ids = route_job_events(&job.payload).ok_or_else(|| {
+                crate::worker::JobError::Permanent("payload has no event_ids".into())
+            })?;
             let replay = job
                 .payload
                 .get("replay")
                 .and_then(serde_json::Value::as_bool)
                 == Some(true);
-            let routed = router
-                .submit(RouteRequest {
-                    event_id: event_id.clone(),
+            let requests = event_ids
+                .iter()
+                .map(|id| RouteRequest {
+                    event_id: id.clone(),
                     priority: job.priority,
                     replay,
                 })
-                .await
-                .map_err(transient)?
-                .map_err(transient)?;
-            let Some(routed) = routed else {
-                return Ok(()); // the event is gone
-            };
-            // An Acknowledge or Resolve button pressed on one of our alert messages (Slack
-            // interactivity) acts on the alert; repeating it changes nothing.
-            if crate::notify::ALERT_ACTION_TYPES.contains(&routed.event_type.as_str()) {
-                store
-                    .apply_alert_action(&event_id)
-                    .await
-                    .map_err(|e| transient(e.to_string()))?;
+                .collect();
+            // All of the job's events go to the router together, so they share its
+            // transactions; each is then applied in order. A failure leaves the others done
+            // (routing and what follows are idempotent per event) and retries the job.
+            let mut failed = Vec::new();
+            for (event_id, routed) in event_ids.iter().zip(router.submit_all(requests).await) {
+                let outcome = match routed.and_then(|r| r) {
+                    Ok(Some(routed)) => after_routing(&store, event_id, &routed).await,
+                    Ok(None) => Ok(()), // the event is gone (or its request was a duplicate)
+                    Err(error) => Err(error),
+                };
+                if let Err(error) = outcome {
+                    failed.push(format!("{event_id}: {error}"));
+                }
             }
-            // A provider's delivery report (Twilio, or Resend through Svix) updates its
-            // notification.
-            if crate::notify::PROVIDER_STATUS_TYPES.contains(&routed.event_type.as_str()) {
-                store
-                    .apply_provider_status(&event_id)
-                    .await
-                    .map_err(|e| transient(e.to_string()))?;
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err(crate::worker::JobError::transient(format!(
+                    "{} of {} events not routed: {}",
+                    failed.len(),
+                    event_ids.len(),
+                    failed.join("; ")
+                )))
             }
-            // Journeys this event triggers or resumes for its couple (once per event).
-            if routed.couple_id.is_some() {
-                store
-                    .start_journeys_for_inbound(&event_id)
-                    .await
-                    .map_err(|e| transient(e.to_string()))?;
-            }
-            Ok(())
         }
     }
+}
+
+/// The events a [`ROUTE_KIND`] job routes: its `event_ids`, or the one `event_id` of a replay
+/// (and of jobs queued before routing jobs listed their events). `None` for a payload with
+/// neither, or with an id that is not text.
+fn route_job_events(payload: &serde_json::Value) -> Option<Vec<String>> {
+    if let Some(ids) = payload.get("event_ids") {
+        return ids
+            .as_array()?
+            .iter()
+            .map(|id| id.as_str().map(str::to_owned))
+            .collect();
+    }
+    Some(vec![payload.get("event_id")?.as_str()?.to_owned()])
+}
+
+/// What a routed event means here beyond its outbound webhooks: an alert action, a
+/// provider's delivery report, the journeys it starts or resumes for its couple.
+async fn after_routing(store: &Store, event_id: &str, routed: &Routed) -> Result<(), String> {
+    // An Acknowledge or Resolve button pressed on one of our alert messages (Slack
+    // interactivity) acts on the alert; repeating it changes nothing.
+    if crate::notify::ALERT_ACTION_TYPES.contains(&routed.event_type.as_str()) {
+        store
+            .apply_alert_action(event_id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    // A provider's delivery report (Twilio, or Resend through Svix) updates its notification.
+    if crate::notify::PROVIDER_STATUS_TYPES.contains(&routed.event_type.as_str()) {
+        store
+            .apply_provider_status(event_id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    // Journeys this event triggers or resumes for its couple (once per event).
+    if routed.couple_id.is_some() {
+        store
+            .start_journeys_for_inbound(event_id)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Rows per multi-row statement: well under SQLite's 32 766 bound variables and
@@ -890,6 +925,73 @@ fn request_statements(now: DateTime<Utc>, pending: &[Pending]) -> Vec<SqlWithVal
     statements
 }
 
+/// The most events one routing job lists: a batch larger than this gets more jobs, so one
+/// job's routing stays a bounded transaction.
+const ROUTE_BATCH: usize = 256;
+
+/// The job payload that routes `event_ids` (in order).
+fn route_payload(event_ids: &[String]) -> serde_json::Value {
+    serde_json::json!({ "event_ids": event_ids })
+}
+
+/// The statement that inserts a batch's routing jobs, one per `(organisation, priority,
+/// events)` group. Each job's dedupe key names its first event, so the same group is never
+/// queued twice.
+///
+/// When the new requests are not known (`gated`: SQLite, where the events were inserted in
+/// the same hand-off `WHERE EXISTS` their request), a job is inserted only if one of its
+/// events was, and its payload is built by the statement from the events that were (those
+/// of requests that turned out to be duplicates are not listed).
+fn route_jobs_statement(
+    now: DateTime<Utc>,
+    groups: &[(String, i32, Vec<String>)],
+    gated: bool,
+) -> SqlWithValues {
+    let mut values: Vec<Value> = vec![to_micros(now).into()];
+    let mut selects = Vec::with_capacity(groups.len());
+    for (org, priority, ids) in groups {
+        let n = values.len() + 1;
+        values.extend([
+            Value::from(wedsync_core::id::JobId::new_at(now).to_string()),
+            org.clone().into(),
+            (*priority).into(),
+            format!("route:{}", ids[0]).into(),
+        ]);
+        let row = |payload: &str| {
+            format!(
+                "${n}, ${}, '{ROUTE_KIND}', {payload}, ${}, ${}, $1, 0, {ROUTE_MAX_ATTEMPTS}, 'ready', NULL, NULL, NULL, $1, $1, NULL",
+                n + 1,
+                n + 2,
+                n + 3
+            )
+        };
+        if gated {
+            // The payload lists the events that exist, i.e. those of new requests.
+            let listed = crate::queue::placeholders(values.len() + 1, ids.len());
+            values.extend(ids.iter().map(|id| Value::from(id.clone())));
+            let payload = format!(
+                "(SELECT json_object('event_ids', json_group_array(id)) FROM \
+                 (SELECT id FROM events WHERE id IN ({listed}) ORDER BY id))"
+            );
+            selects.push(format!(
+                "SELECT {} WHERE EXISTS (SELECT 1 FROM events e WHERE e.id IN ({listed}))",
+                row(&payload)
+            ));
+        } else {
+            values.push(route_payload(ids).to_string().into());
+            selects.push(format!("({})", row(&format!("${}", values.len()))));
+        }
+    }
+    let head = "INSERT INTO jobs (id, org_id, kind, payload, priority, dedupe_key, run_at, attempts, \
+                max_attempts, state, lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at)";
+    let sql = if gated {
+        format!("{head} {} ON CONFLICT (dedupe_key) DO NOTHING", selects.join(" UNION ALL "))
+    } else {
+        format!("{head} VALUES {} ON CONFLICT (dedupe_key) DO NOTHING", selects.join(", "))
+    };
+    (sql, values)
+}
+
 /// The statements that insert the events of a batch's new requests and their routing jobs,
 /// with the ids of the events each request gets if it is new.
 ///
@@ -897,7 +999,8 @@ fn request_statements(now: DateTime<Utc>, pending: &[Pending]) -> Vec<SqlWithVal
 /// is its own round trip anyway). When they are not (`None`: SQLite, where the whole batch
 /// goes to the database in one hand-off, [`crate::sql::run_all`]), every request's events
 /// are written `WHERE EXISTS` the request row with the id this batch gave it, which holds
-/// exactly for the requests the insert before kept, and each job `WHERE EXISTS` its event.
+/// exactly for the requests the insert before kept, and each routing job `WHERE EXISTS` one
+/// of its events ([`route_jobs_statement`]).
 fn event_statements(
     now: DateTime<Utc>,
     pending: &[Pending],
@@ -916,7 +1019,9 @@ fn event_statements(
     let mut event_ids: std::collections::HashMap<String, Vec<String>> =
         std::collections::HashMap::new();
     let mut events = Vec::new();
-    let mut jobs = Vec::new();
+    // The batch's routing jobs: one per organisation and priority, listing its events in
+    // arrival order, so a batch of any size adds one or two job rows, not one per event.
+    let mut groups: Vec<(String, i32, Vec<String>)> = Vec::new();
     for p in &firsts {
         for event in &p.events {
             let org = p.request.org_id.to_string();
@@ -959,21 +1064,19 @@ fn event_statements(
             } else {
                 wedsync_core::calendar::PRIORITY_NORMAL
             };
-            jobs.push(vec![
-                Value::from(wedsync_core::id::JobId::new_at(now).to_string()),
-                p.request.org_id.to_string().into(),
-                ROUTE_KIND.into(),
-                serde_json::json!({ "event_id": id }).to_string().into(),
-                priority.into(),
-                format!("route:{id}").into(),
-                id.clone().into(),
-            ]);
+            let org = p.request.org_id.to_string();
+            match groups
+                .iter_mut()
+                .find(|(o, pr, ids)| *o == org && *pr == priority && ids.len() < ROUTE_BATCH)
+            {
+                Some((_, _, ids)) => ids.push(id.clone()),
+                None => groups.push((org, priority, vec![id.clone()])),
+            }
             event_ids.entry(p.request_id.clone()).or_default().push(id);
         }
     }
     // Gated, each row is read from a VALUES list, whose columns SQLite and PostgreSQL both
-    // name `columnN`: the events' `column4` is the request id, the jobs' `column7` (not
-    // inserted) the job's event id.
+    // name `columnN`: the events' `column4` is the request id.
     let insert = |rows: &[Vec<Value>], head: &str, columns: usize, fixed: &str, gate: &str| {
         let mut values: Vec<Value> = vec![to_micros(now).into()];
         let mut tuples = Vec::with_capacity(rows.len());
@@ -1014,16 +1117,8 @@ fn event_statements(
             "EXISTS (SELECT 1 FROM inbound_requests r WHERE r.id = v.column4)",
         ));
     }
-    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
-        let (sql, values) = insert(
-            chunk,
-            "INSERT INTO jobs (id, org_id, kind, payload, priority, dedupe_key, run_at, attempts, \
-             max_attempts, state, lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at)",
-            6,
-            &format!("$1, 0, {ROUTE_MAX_ATTEMPTS}, 'ready', NULL, NULL, NULL, $1, $1, NULL"),
-            "EXISTS (SELECT 1 FROM events e WHERE e.id = v.column7)",
-        );
-        statements.push((format!("{sql} ON CONFLICT (dedupe_key) DO NOTHING"), values));
+    if !groups.is_empty() {
+        statements.push(route_jobs_statement(now, &groups, inserted.is_none()));
     }
     (statements, event_ids)
 }

@@ -579,7 +579,8 @@ async fn a_large_batch_is_stored_set_wise_with_every_outcome_in_order() {
         booking_ref: booking.cloned(),
     };
     let Ingested::Accepted {
-        request_id: old, ..
+        request_id: old,
+        event_ids: old_events,
     } = c
         .store
         .ingest(request(&source, org.id, "stripe:old"), vec![ev(None)])
@@ -665,12 +666,164 @@ async fn a_large_batch_is_stored_set_wise_with_every_outcome_in_order() {
         })
         .sum();
     assert_eq!(total, 207 + 2 * 207);
-    // One routing job per event.
-    let routes = wedsync_store::testing::query_i64(
-        &c.store,
-        "SELECT COUNT(*) AS n FROM jobs WHERE kind = 'event.route'",
-    )
-    .await
-    .expect("count");
-    assert_eq!(routes, i64::try_from(total + 1).expect("small"));
+    // Routing jobs list the batch's new events, each exactly once, at most 256 a job: one
+    // job for the first ingest and three for the batch's 621 events.
+    let jobs = c
+        .store
+        .list_jobs(
+            Some(&org.id),
+            &wedsync_store::queue::JobFilter {
+                state: None,
+                kind: Some(wedsync_store::inbound::ROUTE_KIND.into()),
+            },
+            &wedsync_store::page::PageRequest {
+                limit: Some(100),
+                after: None,
+            },
+        )
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.data.len(), 4);
+    let mut routed: Vec<String> = jobs
+        .data
+        .iter()
+        .flat_map(|j| {
+            let ids = j.payload["event_ids"].as_array().expect("event_ids");
+            assert!(!ids.is_empty() && ids.len() <= 256, "{} events", ids.len());
+            ids.iter().map(|id| id.as_str().expect("text").to_owned())
+        })
+        .collect();
+    routed.sort();
+    let mut stored: Vec<String> = out
+        .iter()
+        .flat_map(|o| match o {
+            Ingested::Accepted { event_ids, .. } => event_ids.clone(),
+            Ingested::Duplicate { .. } => Vec::new(),
+        })
+        .collect();
+    stored.extend(old_events);
+    stored.sort();
+    assert_eq!(routed, stored, "every new event is routed by exactly one job");
+}
+
+#[tokio::test]
+async fn a_batch_gets_one_routing_job_per_organisation_and_priority_and_each_routes_its_events() {
+    use wedsync_store::worker::JobHandler;
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let other = crate::support::org(&c.store, "Petal & Stem").await;
+    let ours = stripe_source(&c.store, &org.id).await;
+    let theirs = stripe_source(&c.store, &other.id).await;
+    let couple = |date: &'static str| {
+        let store = c.store.clone();
+        async move {
+            store
+                .create_couple(&org.id, couple_fields(date), &operator())
+                .await
+                .expect("couple")
+                .id
+                .to_string()
+        }
+    };
+    let (today, later) = (couple("2026-05-01").await, couple("2027-06-05").await);
+    let ev = |couple: Option<&String>| NewEvent {
+        event_type: "payment.completed".into(),
+        subject: Some("pi_1".into()),
+        time: c.clock_now(),
+        data: serde_json::json!({ "amount_minor": 100 }),
+        couple_ref: couple.cloned(),
+        booking_ref: None,
+    };
+    let out = c
+        .store
+        .ingest_many(vec![
+            (request(&ours, org.id, "stripe:a"), vec![ev(Some(&later))]),
+            (request(&ours, org.id, "stripe:b"), vec![ev(Some(&today))]),
+            (request(&theirs, other.id, "stripe:c"), vec![ev(None)]),
+            (request(&ours, org.id, "stripe:d"), vec![ev(None), ev(None)]),
+            (request(&ours, org.id, "stripe:a"), vec![ev(Some(&later))]),
+        ])
+        .await
+        .expect("batch");
+    let ids = |i: usize| match &out[i] {
+        Ingested::Accepted { event_ids, .. } => event_ids.clone(),
+        other => panic!("accepted: {other:?}"),
+    };
+    assert!(matches!(out[4], Ingested::Duplicate { .. }));
+
+    // Claimed highest priority first: today's wedding, then each organisation's routine
+    // events in arrival order.
+    let jobs = c
+        .store
+        .claim(
+            "w",
+            wedsync_store::inbound::ROUTE_KIND,
+            10,
+            TimeDelta::minutes(1),
+        )
+        .await
+        .expect("claim");
+    let listed = |j: &wedsync_store::queue::Job| -> Vec<String> {
+        serde_json::from_value(j.payload["event_ids"].clone()).expect("event_ids")
+    };
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    assert_eq!(
+        jobs[0].priority,
+        wedsync_core::calendar::PRIORITY_WEDDING_TODAY
+    );
+    assert_eq!(listed(&jobs[0]), ids(1));
+    assert_eq!(jobs[0].org_id.as_deref(), Some(org.id.to_string().as_str()));
+    let routine: Vec<(Option<String>, Vec<String>)> = jobs[1..]
+        .iter()
+        .map(|j| {
+            assert_eq!(j.priority, wedsync_core::calendar::PRIORITY_NORMAL);
+            (j.org_id.clone(), listed(j))
+        })
+        .collect();
+    assert!(routine.contains(&(Some(org.id.to_string()), [ids(0), ids(3)].concat())));
+    assert!(routine.contains(&(Some(other.id.to_string()), ids(2))));
+
+    // Each job routes every event it lists; an event that no longer exists is skipped.
+    let handler = wedsync_store::inbound::route_handler(c.store.clone());
+    for job in jobs {
+        handler.run(job).await.expect("routed");
+    }
+    for (o, i) in [(org.id, 0), (org.id, 1), (other.id, 2), (org.id, 3)] {
+        for id in ids(i) {
+            let (event, _) = c.store.get_event(&o, &id).await.expect("event");
+            assert!(event.routedat.is_some(), "{id} is routed");
+        }
+    }
+    let mut gone = wedsync_store::queue::NewJob::new(
+        wedsync_store::inbound::ROUTE_KIND,
+        serde_json::json!({ "event_ids": ["evt_gone", ids(0)[0]] }),
+    );
+    gone.org_id = Some(org.id);
+    c.store.enqueue(gone).await.expect("enqueue");
+    let mut broken = wedsync_store::queue::NewJob::new(
+        wedsync_store::inbound::ROUTE_KIND,
+        serde_json::json!({ "event_ids": [7] }),
+    );
+    broken.priority = -1;
+    c.store.enqueue(broken).await.expect("enqueue");
+    let jobs = c
+        .store
+        .claim(
+            "w",
+            wedsync_store::inbound::ROUTE_KIND,
+            10,
+            TimeDelta::minutes(1),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 2);
+    let mut jobs = jobs.into_iter();
+    handler
+        .run(jobs.next().expect("job"))
+        .await
+        .expect("a missing event is skipped");
+    assert!(matches!(
+        handler.run(jobs.next().expect("job")).await,
+        Err(wedsync_store::worker::JobError::Permanent(_))
+    ));
 }
