@@ -703,7 +703,10 @@ async fn a_large_batch_is_stored_set_wise_with_every_outcome_in_order() {
         .collect();
     stored.extend(old_events);
     stored.sort();
-    assert_eq!(routed, stored, "every new event is routed by exactly one job");
+    assert_eq!(
+        routed, stored,
+        "every new event is routed by exactly one job"
+    );
 }
 
 #[tokio::test]
@@ -826,4 +829,40 @@ async fn a_batch_gets_one_routing_job_per_organisation_and_priority_and_each_rou
         handler.run(jobs.next().expect("job")).await,
         Err(wedsync_store::worker::JobError::Permanent(_))
     ));
+}
+
+#[tokio::test]
+async fn a_postgres_batch_wakes_every_nodes_workers_once_it_is_stored() {
+    let c = ctx().await;
+    if c.store.backend() != sea_orm::DbBackend::Postgres {
+        eprintln!("sqlite: workers are woken in process; NOTIFY is PostgreSQL's");
+        return;
+    }
+    let pool = c.store.connection().get_postgres_connection_pool().clone();
+    let org = org(&c.store, "Lens & Lace").await;
+    let source = stripe_source(&c.store, &org.id).await;
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect_with(&pool)
+        .await
+        .expect("listener");
+    listener
+        .listen(wedsync_store::queue::NOTIFY_CHANNEL)
+        .await
+        .expect("listen");
+    let ev = NewEvent {
+        event_type: "payment.completed".into(),
+        subject: None,
+        time: c.clock_now(),
+        data: serde_json::json!({}),
+        couple_ref: None,
+        booking_ref: None,
+    };
+    c.store
+        .ingest(request(&source, org.id, "stripe:1"), vec![ev])
+        .await
+        .expect("ingest");
+    let woken = tokio::time::timeout(std::time::Duration::from_secs(10), listener.recv())
+        .await
+        .expect("a wake-up arrives")
+        .expect("notification");
+    assert_eq!(woken.payload(), wedsync_store::inbound::ROUTE_KIND);
 }
