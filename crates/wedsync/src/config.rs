@@ -179,7 +179,7 @@ pub struct InboundSettings {
     pub peak_multiplier: f64,
     /// How long a rotated source secret keeps verifying.
     pub rotation_grace_hours: u32,
-    /// Inbound events routed at once on this node.
+    /// Routing jobs run at once on this node (each routes the events of one stored batch).
     pub route_concurrency: u32,
     /// How long raw requests and their events are kept; a provider's event id is recognised
     /// as a duplicate for as long as its request is kept.
