@@ -66,6 +66,12 @@ pub type JobFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 
 pub trait JobHandler: Send + Sync + 'static {
     /// Runs one attempt.
     fn run(&self, job: Job) -> JobFuture;
+
+    /// Called by the pool with each batch of jobs it claims, just before their attempts start,
+    /// so that a handler can fetch what they all need in one query instead of one each. It
+    /// must not block; the default does nothing. Attempts must still work without it (a job
+    /// run directly, or whose batch read failed).
+    fn claimed(&self, _jobs: &[Job]) {}
 }
 
 impl<F, Fut> JobHandler for F
@@ -243,6 +249,27 @@ impl WorkerPool {
             (store.backend() == DbBackend::Postgres).then(|| spawn_pg_listener(store.clone()));
         let wake = store.woken();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Job, Result<(), JobError>)>();
+        // Finished jobs are written back by a task of their own, so the loop goes on claiming
+        // while a batch's completions are in flight (on a busy PostgreSQL node both take
+        // milliseconds, and the loop doing them in turn was what bounded throughput).
+        let (finished, mut to_record) =
+            mpsc::unbounded_channel::<Vec<(Job, Result<(), JobError>)>>();
+        let recorder = {
+            let (store, worker) = (store.clone(), cfg.worker_id.clone());
+            let retries: HashMap<String, RetryPolicy> = self
+                .kinds
+                .iter()
+                .map(|(kind, k)| (kind.clone(), k.retry.clone()))
+                .collect();
+            tokio::spawn(async move {
+                while let Some(mut batch) = to_record.recv().await {
+                    while let Ok(more) = to_record.try_recv() {
+                        batch.extend(more);
+                    }
+                    record(&store, &worker, &retries, batch).await;
+                }
+            })
+        };
         let mut running: HashMap<String, Running> = HashMap::new();
         let mut heartbeat = tokio::time::interval(cfg.heartbeat_every);
         let mut reap = tokio::time::interval(cfg.reap_every);
@@ -297,6 +324,7 @@ impl WorkerPool {
                             if !jobs.is_empty() {
                                 metrics::counter!("wedsync_job_claims_total", "kind" => name.clone()).increment(jobs.len() as u64);
                             }
+                            kind.handler.claimed(&jobs);
                             for job in jobs {
                                 let tx = done_tx.clone();
                                 let handler = kind.handler.clone();
@@ -357,7 +385,7 @@ impl WorkerPool {
                     for (job, _) in &batch {
                         running.remove(&job.id);
                     }
-                    self.record(batch).await;
+                    let _ = finished.send(batch);
                 }
                 _ = heartbeat.tick(), if !running.is_empty() => {
                     let ids: Vec<String> = running.keys().cloned().collect();
@@ -436,95 +464,110 @@ impl WorkerPool {
                 }
             }
         }
+        // Every finished job written back before the pool reports itself stopped.
+        drop(finished);
+        if let Err(error) = recorder.await {
+            tracing::error!(%error, "writing back finished jobs failed");
+        }
         if let Some(listener) = listener {
             listener.abort();
         }
         tracing::info!(worker = %cfg.worker_id, "worker pool stopped");
     }
+}
 
-    async fn record(&self, batch: Vec<(Job, Result<(), JobError>)>) {
-        let store = &self.store;
-        let worker = &self.config.worker_id;
-        let mut done = Vec::new();
-        for (job, outcome) in batch {
-            let kind = job.kind.clone();
-            let outcome_label = match outcome {
-                Ok(()) => {
-                    done.push(job.id);
-                    "succeeded"
-                }
-                Err(JobError::Deferred { until, reason }) => {
-                    tracing::info!(job = %job.id, %until, %reason, "job deferred");
-                    log_err(store.defer(worker, &job.id, until).await);
-                    "deferred"
-                }
-                Err(err) => {
-                    let (failure, message) = match err {
-                        JobError::Permanent(e) => (Failure::Permanent { reason: e.clone() }, e),
-                        JobError::Transient { error, retry_after } => (
-                            Failure::Transient {
-                                reason: error.clone(),
-                                retry_after,
-                            },
-                            error,
-                        ),
-                        JobError::Deferred { .. } => continue,
-                    };
-                    let policy = self
-                        .kinds
-                        .get(&kind)
-                        .map(|k| k.retry.clone())
-                        .unwrap_or_default();
-                    let now = store.clock().now();
-                    let attempts = u32::try_from(job.attempts).unwrap_or(0);
-                    let max = policy
-                        .max_attempts
-                        .min(u32::try_from(job.max_attempts).unwrap_or(u32::MAX));
-                    let decision = if attempts >= max {
-                        Decision::GiveUp {
-                            reason: format!("gave up after {attempts} attempts"),
-                        }
-                    } else {
-                        policy.decide(
-                            attempts,
-                            job.created_at,
-                            now,
-                            &failure,
-                            rand::random::<f64>(),
-                        )
-                    };
-                    match decision {
-                        Decision::RetryAt(at) => {
-                            tracing::info!(job = %job.id, %kind, attempts, retry_at = %at, error = %message, "job failed; will retry");
-                            log_err(
-                                store
-                                    .fail(worker, &job.id, &message, AfterFailure::RetryAt(at))
-                                    .await,
-                            );
-                            "retried"
-                        }
-                        Decision::GiveUp { reason } => {
-                            tracing::warn!(job = %job.id, %kind, attempts, error = %message, %reason, "job dead");
-                            log_err(
-                                store
-                                    .fail(
-                                        worker,
-                                        &job.id,
-                                        &format!("{message} ({reason})"),
-                                        AfterFailure::Dead,
-                                    )
-                                    .await,
-                            );
-                            "dead"
-                        }
+/// Writes back a batch of finished jobs: successes in one statement, failures retried per
+/// their kind's policy or dead-lettered, deferrals put back.
+async fn record(
+    store: &Store,
+    worker: &str,
+    retries: &HashMap<String, RetryPolicy>,
+    batch: Vec<(Job, Result<(), JobError>)>,
+) {
+    let mut done = Vec::new();
+    // Whether a job was put back to run later: the claim loop may have looked for due jobs
+    // before it was, and must look again.
+    let mut put_back = false;
+    for (job, outcome) in batch {
+        let kind = job.kind.clone();
+        let outcome_label = match outcome {
+            Ok(()) => {
+                done.push(job.id);
+                "succeeded"
+            }
+            Err(JobError::Deferred { until, reason }) => {
+                tracing::info!(job = %job.id, %until, %reason, "job deferred");
+                log_err(store.defer(worker, &job.id, until).await);
+                put_back = true;
+                "deferred"
+            }
+            Err(err) => {
+                let (failure, message) = match err {
+                    JobError::Permanent(e) => (Failure::Permanent { reason: e.clone() }, e),
+                    JobError::Transient { error, retry_after } => (
+                        Failure::Transient {
+                            reason: error.clone(),
+                            retry_after,
+                        },
+                        error,
+                    ),
+                    JobError::Deferred { .. } => continue,
+                };
+                let policy = retries.get(&kind).cloned().unwrap_or_default();
+                let now = store.clock().now();
+                let attempts = u32::try_from(job.attempts).unwrap_or(0);
+                let max = policy
+                    .max_attempts
+                    .min(u32::try_from(job.max_attempts).unwrap_or(u32::MAX));
+                let decision = if attempts >= max {
+                    Decision::GiveUp {
+                        reason: format!("gave up after {attempts} attempts"),
+                    }
+                } else {
+                    policy.decide(
+                        attempts,
+                        job.created_at,
+                        now,
+                        &failure,
+                        rand::random::<f64>(),
+                    )
+                };
+                match decision {
+                    Decision::RetryAt(at) => {
+                        put_back = true;
+                        tracing::info!(job = %job.id, %kind, attempts, retry_at = %at, error = %message, "job failed; will retry");
+                        log_err(
+                            store
+                                .fail(worker, &job.id, &message, AfterFailure::RetryAt(at))
+                                .await,
+                        );
+                        "retried"
+                    }
+                    Decision::GiveUp { reason } => {
+                        tracing::warn!(job = %job.id, %kind, attempts, error = %message, %reason, "job dead");
+                        log_err(
+                            store
+                                .fail(
+                                    worker,
+                                    &job.id,
+                                    &format!("{message} ({reason})"),
+                                    AfterFailure::Dead,
+                                )
+                                .await,
+                        );
+                        "dead"
                     }
                 }
-            };
-            metrics::counter!("wedsync_job_attempts_total", "kind" => kind, "outcome" => outcome_label).increment(1);
-        }
-        if !done.is_empty() {
-            log_err(store.complete(worker, &done).await);
-        }
+            }
+        };
+        metrics::counter!("wedsync_job_attempts_total", "kind" => kind, "outcome" => outcome_label)
+            .increment(1);
+    }
+    if !done.is_empty() {
+        log_err(store.complete(worker, &done).await);
+    }
+    if put_back {
+        store.wake_workers();
     }
 }
 

@@ -973,3 +973,98 @@ async fn an_in_memory_sqlite_store_claims_from_its_own_queue() {
         vec![id]
     );
 }
+
+/// A handler told of each claimed batch before its jobs run (to read what they need at
+/// once), and a deferral that the pool notices without waiting for its idle poll.
+struct BatchAware {
+    claimed: Arc<Mutex<Vec<Vec<String>>>>,
+    ran: mpsc::UnboundedSender<(String, bool)>,
+    deferred_once: Arc<Mutex<HashSet<String>>>,
+    store: Store,
+}
+
+impl wedsync_store::worker::JobHandler for BatchAware {
+    fn run(&self, job: wedsync_store::queue::Job) -> wedsync_store::worker::JobFuture {
+        let seen = self
+            .claimed
+            .lock()
+            .expect("claimed")
+            .iter()
+            .any(|batch| batch.contains(&job.id));
+        let first = self
+            .deferred_once
+            .lock()
+            .expect("set")
+            .insert(job.id.clone());
+        let (ran, now) = (self.ran.clone(), self.store.clock().now());
+        Box::pin(async move {
+            let _ = ran.send((job.id.clone(), seen));
+            if first && job.payload["n"] == 0 {
+                // Due at once: only a wake-up can bring it back before the idle poll.
+                return Err(JobError::Deferred {
+                    until: now,
+                    reason: "try again".into(),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    fn claimed(&self, jobs: &[wedsync_store::queue::Job]) {
+        self.claimed
+            .lock()
+            .expect("claimed")
+            .push(jobs.iter().map(|j| j.id.clone()).collect());
+    }
+}
+
+#[tokio::test]
+async fn handlers_see_each_claimed_batch_first_and_deferrals_come_back_at_once() {
+    let c = ctx().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(c.store.enqueue(job(n)).await.expect("enqueue").id);
+    }
+    let claimed = Arc::new(Mutex::new(Vec::new()));
+    let (ran, mut runs) = mpsc::unbounded_channel();
+    let mut cfg = config("w");
+    // An hour: should the pool miss the deferred job, the test times out.
+    cfg.idle_poll = Duration::from_secs(3600);
+    let pool = WorkerPool::new(c.store.clone(), cfg).register(
+        KIND,
+        BatchAware {
+            claimed: claimed.clone(),
+            ran,
+            deferred_once: Arc::default(),
+            store: c.store.clone(),
+        },
+        8,
+        RetryPolicy::default(),
+    );
+    let (stop, stopped) = watch::channel(false);
+    let handle = pool.spawn(stopped);
+    let mut runs_seen = Vec::new();
+    for _ in 0..6 {
+        runs_seen.push(recv(&mut runs).await);
+    }
+    assert!(
+        runs_seen.iter().all(|(_, seen)| *seen),
+        "every job's batch was announced before it ran: {runs_seen:?}"
+    );
+    assert_eq!(
+        claimed.lock().expect("claimed")[0].len(),
+        5,
+        "the five jobs were one claimed batch"
+    );
+    for id in &ids {
+        let id = id.clone();
+        eventually("every job to succeed", || {
+            let (store, id) = (c.store.clone(), id.clone());
+            async move { job_state(&store, &id).await.0 == JobState::Succeeded }
+        })
+        .await;
+    }
+    assert_eq!(job_state(&c.store, &ids[0]).await, (JobState::Succeeded, 1));
+    stop.send(true).expect("stop");
+    handle.await.expect("pool");
+}
