@@ -28,6 +28,11 @@ pub struct DeliveryPolicy {
     pub breaker: BreakerPolicy,
     /// Attempts in flight to one endpoint at once, per node.
     pub per_endpoint_concurrency: usize,
+    /// How long an attempt waits on this node for one of its endpoint's slots before it is
+    /// put back in the queue for later (default 1 s). Waiting in memory is cheaper than a
+    /// round trip through the queue when the slots free up in milliseconds, as they do while
+    /// a healthy endpoint is busy; a slow endpoint still hands its backlog back.
+    pub slot_wait: std::time::Duration,
 }
 
 impl Default for DeliveryPolicy {
@@ -37,6 +42,7 @@ impl Default for DeliveryPolicy {
             disable_after: TimeDelta::days(5),
             breaker: BreakerPolicy::default(),
             per_endpoint_concurrency: 8,
+            slot_wait: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -87,7 +93,13 @@ struct Slots {
 }
 
 impl Slots {
-    fn take(&self, endpoint: &str, limit: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    /// One of `endpoint`'s `limit` slots, waiting at most `wait` for one to free up.
+    async fn take(
+        &self,
+        endpoint: &str,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let semaphore = {
             let mut map = self
                 .per_endpoint
@@ -97,7 +109,13 @@ impl Slots {
                 .or_insert_with(|| Arc::new(Semaphore::new(limit.max(1))))
                 .clone()
         };
-        semaphore.try_acquire_owned().ok()
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        tokio::time::timeout(wait, semaphore.acquire_owned())
+            .await
+            .ok()?
+            .ok()
     }
 }
 
@@ -112,10 +130,95 @@ struct Shared {
     slots: Slots,
     /// Attempts are recorded by group commit: concurrent workers share transactions.
     recorder: GroupCommit<Recording, bool>,
+    read_ahead: ReadAhead,
+}
+
+/// The deliveries of a claimed batch, read in one query by the first of its attempts to
+/// start (the others wait for it): `None` inside when that read failed, and each attempt
+/// then reads its own.
+struct BatchRead {
+    ids: Vec<String>,
+    works: tokio::sync::OnceCell<Option<HashMap<String, DeliveryWork>>>,
+}
+
+/// Claimed deliveries whose attempts have not started yet, with their batch's read.
+#[derive(Default)]
+struct ReadAhead {
+    pending: Mutex<HashMap<String, (std::time::Instant, Arc<BatchRead>)>>,
+}
+
+impl ReadAhead {
+    /// How long an entry may wait for its attempt (one aborted before it started leaves its
+    /// entry behind; the next batch clears it).
+    const KEEP: std::time::Duration = std::time::Duration::from_secs(60);
+
+    fn add(&self, jobs: &[Job]) {
+        let ids: Vec<String> = jobs
+            .iter()
+            .filter_map(|j| j.payload.get("delivery_id").and_then(|v| v.as_str()))
+            .map(str::to_owned)
+            .collect();
+        if ids.len() < 2 {
+            return; // nothing to share
+        }
+        let batch = Arc::new(BatchRead {
+            ids,
+            works: tokio::sync::OnceCell::new(),
+        });
+        let now = std::time::Instant::now();
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pending.retain(|_, (at, _)| now.duration_since(*at) < Self::KEEP);
+        for id in &batch.ids {
+            pending.insert(id.clone(), (now, batch.clone()));
+        }
+    }
+
+    /// `delivery`'s work from its batch's read: `None` when it has no batch or the read
+    /// failed; `Some(None)` when the delivery is gone.
+    async fn take(&self, store: &Store, delivery: &str) -> Option<Option<DeliveryWork>> {
+        let (_, batch) = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(delivery)?;
+        let works = batch
+            .works
+            .get_or_init(|| async {
+                let ids: Vec<&str> = batch.ids.iter().map(String::as_str).collect();
+                match store.delivery_works(&ids).await {
+                    Ok(works) => Some(works),
+                    Err(error) => {
+                        tracing::warn!(%error, "reading a batch of deliveries failed; reading them one by one");
+                        None
+                    }
+                }
+            })
+            .await
+            .as_ref()?;
+        Some(works.get(delivery).cloned())
+    }
+}
+
+/// The `webhook.deliver` handler: see [`deliver_handler`].
+struct Deliver(Arc<Shared>);
+
+impl JobHandler for Deliver {
+    fn run(&self, job: Job) -> wedsync_store::worker::JobFuture {
+        let shared = self.0.clone();
+        Box::pin(async move { attempt(&shared, job).await })
+    }
+
+    fn claimed(&self, jobs: &[Job]) {
+        self.0.read_ahead.add(jobs);
+    }
 }
 
 /// The handler for `webhook.deliver` jobs. Call it inside the Tokio runtime: it starts the
-/// tasks that record attempts.
+/// tasks that record attempts. The deliveries of each batch the pool claims are read in one
+/// query.
 pub fn deliver_handler(store: Store, sender: Sender, policy: DeliveryPolicy) -> impl JobHandler {
     let committers = if store.backend() == wedsync_store::Backend::Postgres {
         4
@@ -132,17 +235,14 @@ pub fn deliver_handler(store: Store, sender: Sender, policy: DeliveryPolicy) -> 
                 .map_err(|e| e.to_string())
         }
     });
-    let shared = Arc::new(Shared {
+    Deliver(Arc::new(Shared {
         store,
         sender,
         policy,
         slots: Slots::default(),
         recorder,
-    });
-    move |job: Job| {
-        let shared = shared.clone();
-        async move { attempt(&shared, job).await }
-    }
+        read_ahead: ReadAhead::default(),
+    }))
 }
 
 async fn attempt(shared: &Shared, job: Job) -> Result<(), JobError> {
@@ -152,6 +252,7 @@ async fn attempt(shared: &Shared, job: Job) -> Result<(), JobError> {
         policy,
         slots,
         recorder,
+        read_ahead,
     } = shared;
     let p = &job.payload;
     let (Some(delivery), Some(generation), Some(number)) = (
@@ -162,7 +263,11 @@ async fn attempt(shared: &Shared, job: Job) -> Result<(), JobError> {
         return Err(JobError::Permanent("malformed delivery job".into()));
     };
     let manual = p.get("trigger").and_then(|v| v.as_str()) == Some("manual");
-    let Some(work) = store.delivery_work(delivery).await.map_err(transient)? else {
+    let work = match read_ahead.take(store, delivery).await {
+        Some(work) => work,
+        None => store.delivery_work(delivery).await.map_err(transient)?,
+    };
+    let Some(work) = work else {
         return Ok(()); // deleted with its endpoint, or pruned
     };
     // A job that no longer matches its delivery has been overtaken (a rerun after its
@@ -197,7 +302,14 @@ async fn attempt(shared: &Shared, job: Job) -> Result<(), JobError> {
             });
         }
     }
-    let Some(slot) = slots.take(&work.endpoint_id, policy.per_endpoint_concurrency) else {
+    let Some(slot) = slots
+        .take(
+            &work.endpoint_id,
+            policy.per_endpoint_concurrency,
+            policy.slot_wait,
+        )
+        .await
+    else {
         return Err(JobError::Deferred {
             until: now + TimeDelta::milliseconds(200),
             reason: format!(

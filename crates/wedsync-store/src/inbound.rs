@@ -1159,23 +1159,13 @@ const PG_INGEST: &str = "WITH \
     woken AS (SELECT pg_notify($7, $5) FROM (SELECT 1 FROM r LIMIT 1) AS any_new) \
     SELECT id FROM r WHERE (SELECT count(*) FROM woken) >= 0";
 
-/// The JSON of a row value (text, integers or NULL: what request and event rows hold).
-fn json_value(v: &Value) -> serde_json::Value {
-    match v {
-        Value::String(Some(s)) => serde_json::Value::String(s.to_string()),
-        Value::BigInt(Some(i)) => (*i).into(),
-        Value::Int(Some(i)) => (*i).into(),
-        _ => serde_json::Value::Null,
-    }
-}
-
 /// The statement and values of [`PG_INGEST`] for a batch.
 fn pg_ingest_statement(now: DateTime<Utc>, pending: &[Pending], events: &EventRows) -> Statement {
     let object = |names: &[&str], row: &[Value]| -> serde_json::Value {
         names
             .iter()
             .zip(row)
-            .map(|(name, v)| ((*name).to_owned(), json_value(v)))
+            .map(|(name, v)| ((*name).to_owned(), crate::sql::json_value(v)))
             .collect::<serde_json::Map<_, _>>()
             .into()
     };

@@ -20,6 +20,18 @@ pub(crate) fn stmt(backend: DbBackend, sql: &str, values: Vec<Value>) -> Stateme
     Statement::from_sql_and_values(backend, sql, values)
 }
 
+/// The JSON of a bound value, for statements that take a batch's rows as one JSON array
+/// (PostgreSQL's `json_to_recordset`): text, integers, booleans, or `null`.
+pub(crate) fn json_value(v: &Value) -> serde_json::Value {
+    match v {
+        Value::String(Some(s)) => serde_json::Value::String(s.to_string()),
+        Value::BigInt(Some(i)) => (*i).into(),
+        Value::Int(Some(i)) => (*i).into(),
+        Value::Bool(Some(b)) => (*b).into(),
+        _ => serde_json::Value::Null,
+    }
+}
+
 /// Runs `statements` (SQL with `$N` placeholders, and values) in order on `db`, normally
 /// an open transaction, and returns the rows they produce, in order.
 ///

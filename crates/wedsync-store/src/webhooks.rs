@@ -686,6 +686,221 @@ async fn insert_deliveries(
 /// Columns of a `delivery_attempts` row.
 const ATTEMPT_COLUMNS: usize = 14;
 
+/// What the delivery worker reads for a delivery: the delivery, its message's payload, its
+/// endpoint and the endpoint's breaker. Followed by a `WHERE` on `d.id`.
+const WORK_SELECT: &str = "SELECT d.id, d.org_id, d.message_id, d.endpoint_id, d.status, \
+    d.generation, d.attempts, d.round_attempts, d.round_started_at, m.payload, m.priority, e.url, \
+    e.enabled, e.timeout_ms, e.rate_limit_per_second, e.secret_sealed, e.previous_secret_sealed, \
+    e.previous_secret_expires_at, e.headers_sealed, e.failing_since, e.last_success_at, b.state, \
+    b.consecutive_failures, b.opened_at, b.probe_at, b.probe_started_at \
+    FROM deliveries d JOIN messages m ON m.id = d.message_id \
+    JOIN endpoints e ON e.id = d.endpoint_id \
+    LEFT JOIN breakers b ON b.org_id = d.org_id AND b.target = ('endpoint:' || d.endpoint_id)";
+
+/// A delivery's state after an attempt, if it is still the one the attempt was made for:
+/// `$1` status, `$2` next attempt, `$3` attempted at, `$4` status code, `$5` error, `$6` now,
+/// `$7` id, `$8` generation, `$9` attempts before.
+const DELIVERY_UPDATE: &str = "UPDATE deliveries SET status = $1, attempts = attempts + 1, \
+    round_attempts = round_attempts + 1, next_attempt_at = $2, last_attempt_at = $3, \
+    last_status_code = $4, last_error = $5, updated_at = $6 \
+    WHERE id = $7 AND generation = $8 AND attempts = $9 AND status = 'pending'";
+
+const ATTEMPT_INSERT: &str = "INSERT INTO delivery_attempts (id, org_id, delivery_id, message_id, \
+    endpoint_id, attempted_at, status_code, latency_ms, response_headers, response_body, error_class, \
+    error, success, trigger)";
+
+/// A batch of recordings on PostgreSQL, in one statement that is the same text for every
+/// batch size, so it is prepared once per connection: `$1` the batch as a JSON array (the
+/// values of [`DELIVERY_UPDATE`] and the attempt row, with the recording's index `i`), `$2`
+/// now. Updates the deliveries still in the state their attempt was made for, inserts an
+/// attempt for each of those, and returns their indexes. Should one delivery appear twice in
+/// a batch, PostgreSQL updates it once, so only one of them is recorded.
+const PG_RECORD: &str = "WITH \
+    x AS (SELECT * FROM json_to_recordset($1::json) AS x(i int, id text, generation int, \
+          attempts int, status text, next_at bigint, attempted_at bigint, code int, error text, \
+          attempt_id text, org_id text, message_id text, endpoint_id text, latency_ms int, \
+          headers text, body text, error_class text, attempt_error text, success boolean, \
+          trigger text)), \
+    u AS (UPDATE deliveries d SET status = x.status, attempts = d.attempts + 1, \
+          round_attempts = d.round_attempts + 1, next_attempt_at = x.next_at, \
+          last_attempt_at = x.attempted_at, last_status_code = x.code, last_error = x.error, \
+          updated_at = $2 \
+          FROM x WHERE d.id = x.id AND d.generation = x.generation AND d.attempts = x.attempts \
+          AND d.status = 'pending' RETURNING x.i), \
+    a AS (INSERT INTO delivery_attempts (id, org_id, delivery_id, message_id, endpoint_id, \
+          attempted_at, status_code, latency_ms, response_headers, response_body, error_class, \
+          error, success, trigger) \
+          SELECT x.attempt_id, x.org_id, x.id, x.message_id, x.endpoint_id, x.attempted_at, x.code, \
+          x.latency_ms, x.headers, x.body, x.error_class, x.attempt_error, x.success, x.trigger \
+          FROM x JOIN u ON u.i = x.i) \
+    SELECT i FROM u";
+
+/// What an attempt does to its endpoint's health columns.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Health {
+    /// Nothing to write (the usual case: healthy, and `last_success_at` fresh).
+    Unchanged,
+    /// A success after failures, or the minutely `last_success_at`.
+    Succeeded,
+    /// The first failure since the last success.
+    Failing,
+}
+
+/// A recording turned into the rows it writes.
+struct Planned {
+    work: DeliveryWork,
+    next: Next,
+    /// [`DELIVERY_UPDATE`]'s values.
+    update: [Value; 9],
+    attempt: [Value; ATTEMPT_COLUMNS],
+    health: Health,
+    /// Whether anything beyond the delivery and attempt rows is written.
+    follows_up: bool,
+}
+
+/// Text PostgreSQL can store: it refuses NUL in `text`, and an endpoint may answer with any
+/// bytes. U+FFFD, as for the invalid UTF-8 already replaced.
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
+fn plan(
+    now: DateTime<Utc>,
+    Recording {
+        work,
+        record,
+        next,
+        manual,
+    }: Recording,
+) -> Planned {
+    let at = to_micros(now);
+    let (status, next_at, error): (&str, Option<i64>, Option<String>) = match &next {
+        Next::Succeeded => ("succeeded", None, None),
+        Next::RetryAt(t) => ("pending", Some(to_micros(*t)), record.error.clone()),
+        Next::GiveUp(reason) | Next::DisableEndpoint(reason) => {
+            ("failed", None, Some(reason.clone()))
+        }
+    };
+    let attempted_at = to_micros(record.attempted_at);
+    let code = record.status_code.map(i32::from);
+    let update = [
+        status.into(),
+        next_at.into(),
+        attempted_at.into(),
+        code.into(),
+        error.map(storable).into(),
+        at.into(),
+        work.delivery_id.to_string().into(),
+        work.generation.into(),
+        work.attempts.into(),
+    ];
+    // The endpoint's health is written only when it changes (or once a minute for
+    // `last_success_at`), so a healthy endpoint costs no statement per delivery.
+    let fresh = work
+        .last_success_at
+        .is_some_and(|t| now - t < TimeDelta::minutes(1));
+    let health = if record.success && (work.failing_since.is_some() || !fresh) {
+        Health::Succeeded
+    } else if !record.success && work.failing_since.is_none() {
+        Health::Failing
+    } else {
+        Health::Unchanged
+    };
+    let headers = serde_json::to_string(&record.response_headers).unwrap_or_else(|_| "[]".into());
+    let attempt = [
+        AttemptId::new_at(now).to_string().into(),
+        work.org_id.to_string().into(),
+        work.delivery_id.to_string().into(),
+        work.message_id.clone().into(),
+        work.endpoint_id.clone().into(),
+        attempted_at.into(),
+        code.into(),
+        i32::try_from(record.latency_ms).unwrap_or(i32::MAX).into(),
+        storable(headers).into(),
+        storable(record.response_body).into(),
+        record.error_class.into(),
+        record.error.map(storable).into(),
+        record.success.into(),
+        if manual { "manual" } else { "scheduled" }.into(),
+    ];
+    let follows_up =
+        health != Health::Unchanged || matches!(next, Next::RetryAt(_) | Next::DisableEndpoint(_));
+    Planned {
+        work,
+        next,
+        update,
+        attempt,
+        health,
+        follows_up,
+    }
+}
+
+/// [`PG_RECORD`]'s statement for a batch.
+fn pg_record_statement(now: DateTime<Utc>, planned: &[Planned]) -> sea_orm::Statement {
+    const NAMES: [&str; 20] = [
+        "i",
+        "status",
+        "next_at",
+        "attempted_at",
+        "code",
+        "error",
+        "id",
+        "generation",
+        "attempts",
+        "attempt_id",
+        "org_id",
+        "message_id",
+        "endpoint_id",
+        "latency_ms",
+        "headers",
+        "body",
+        "error_class",
+        "attempt_error",
+        "success",
+        "trigger",
+    ];
+    let rows: Vec<serde_json::Value> = planned
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let u = &p.update;
+            let a = &p.attempt;
+            // The update's values without `$6` (now, the statement's `$2`), then the
+            // attempt's without the columns the update already names.
+            let values = std::iter::once(serde_json::Value::from(i))
+                .chain(
+                    [&u[0], &u[1], &u[2], &u[3], &u[4], &u[6], &u[7], &u[8]]
+                        .map(crate::sql::json_value),
+                )
+                .chain(
+                    [
+                        &a[0], &a[1], &a[3], &a[4], &a[7], &a[8], &a[9], &a[10], &a[11], &a[12],
+                        &a[13],
+                    ]
+                    .map(crate::sql::json_value),
+                );
+            NAMES
+                .iter()
+                .map(|n| (*n).to_owned())
+                .zip(values)
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        })
+        .collect();
+    stmt(
+        sea_orm::DbBackend::Postgres,
+        PG_RECORD,
+        vec![
+            serde_json::Value::Array(rows).to_string().into(),
+            to_micros(now).into(),
+        ],
+    )
+}
+
 /// Fans `event` out inside the caller's transaction: one message, and a delivery to every
 /// endpoint of its organisation whose subscriptions and filter match. Idempotent per event.
 /// Returns the message, if any endpoint matched and it is new.
@@ -1668,32 +1883,50 @@ impl Store {
 
     /// Everything the delivery worker needs for `delivery`, or `None` when it is gone.
     pub async fn delivery_work(&self, delivery: &str) -> StoreResult<Option<DeliveryWork>> {
-        let Some(r) = self
+        let row = self
             .connection()
             .query_one_raw(stmt(
                 self.backend(),
-                "SELECT d.id, d.org_id, d.message_id, d.endpoint_id, d.status, d.generation, d.attempts, \
-                 d.round_attempts, d.round_started_at, m.payload, m.priority, e.url, e.enabled, e.timeout_ms, \
-                 e.rate_limit_per_second, e.secret_sealed, e.previous_secret_sealed, \
-                 e.previous_secret_expires_at, e.headers_sealed, e.failing_since, e.last_success_at, \
-                 b.state, b.consecutive_failures, b.opened_at, b.probe_at, b.probe_started_at \
-                 FROM deliveries d JOIN messages m ON m.id = d.message_id \
-                 JOIN endpoints e ON e.id = d.endpoint_id \
-                 LEFT JOIN breakers b ON b.org_id = d.org_id AND b.target = ('endpoint:' || d.endpoint_id) \
-                 WHERE d.id = $1",
+                &format!("{WORK_SELECT} WHERE d.id = $1"),
                 vec![delivery.into()],
             ))
-            .await?
-        else {
-            return Ok(None);
+            .await?;
+        row.map(|r| self.work_of(&r)).transpose()
+    }
+
+    /// [`Store::delivery_work`] for many deliveries in one query (a worker pool's claimed
+    /// batch), by id; those gone are missing. One statement text for any number of ids.
+    pub async fn delivery_works(
+        &self,
+        deliveries: &[&str],
+    ) -> StoreResult<std::collections::HashMap<String, DeliveryWork>> {
+        let ids = serde_json::to_string(deliveries).map_err(corrupt)?;
+        let sql = if self.backend() == crate::Backend::Postgres {
+            format!("{WORK_SELECT} WHERE d.id IN (SELECT json_array_elements_text($1::json))")
+        } else {
+            format!("{WORK_SELECT} WHERE d.id IN (SELECT value FROM json_each($1))")
         };
+        let rows = self
+            .connection()
+            .query_all_raw(stmt(self.backend(), &sql, vec![ids.into()]))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let work = self.work_of(r)?;
+                Ok((work.delivery_id.to_string(), work))
+            })
+            .collect()
+    }
+
+    /// A row of [`WORK_SELECT`], its secrets opened.
+    fn work_of(&self, r: &sea_orm::QueryResult) -> StoreResult<DeliveryWork> {
         let key = self.master_key()?;
         let endpoint: String = r.try_get("", "endpoint_id")?;
         let now = self.clock().now();
         let mut keys = vec![key.open(&endpoint, &r.try_get::<String>("", "secret_sealed")?)?];
         if let (Some(prev), Some(until)) = (
             r.try_get::<Option<String>>("", "previous_secret_sealed")?,
-            opt_time(&r, "previous_secret_expires_at")?,
+            opt_time(r, "previous_secret_expires_at")?,
         ) && now < until
         {
             keys.push(key.open(&endpoint, &prev)?);
@@ -1707,7 +1940,7 @@ impl Store {
         };
         let id: String = r.try_get("", "id")?;
         let org: String = r.try_get("", "org_id")?;
-        Ok(Some(DeliveryWork {
+        Ok(DeliveryWork {
             delivery_id: id.parse().map_err(corrupt)?,
             org_id: org.parse().map_err(corrupt)?,
             message_id: r.try_get("", "message_id")?,
@@ -1728,13 +1961,13 @@ impl Store {
                 .and_then(|v| u32::try_from(v).ok()),
             keys,
             headers,
-            failing_since: opt_time(&r, "failing_since")?,
-            last_success_at: opt_time(&r, "last_success_at")?,
+            failing_since: opt_time(r, "failing_since")?,
+            last_success_at: opt_time(r, "last_success_at")?,
             breaker: match r.try_get::<Option<String>>("", "state")? {
-                Some(_) => Some(crate::breakers::row_state(&r)?),
+                Some(_) => Some(crate::breakers::row_state(r)?),
                 None => None,
             },
-        }))
+        })
     }
 
     /// Marks a pending delivery failed without an attempt (its endpoint is disabled).
@@ -1782,19 +2015,36 @@ impl Store {
 
     /// [`Store::record_attempt`] for many attempts in one transaction (group commit): one
     /// result per recording, in order.
+    ///
+    /// On PostgreSQL the deliveries' updates and the attempts' inserts are one statement of
+    /// one text for every batch size ([`PG_RECORD`]); when nothing else follows (no retry to
+    /// queue, no endpoint health to change: a healthy endpoint's usual case) it commits by
+    /// itself, one round trip for the whole batch. SQLite runs point updates (it plans
+    /// `UPDATE … FROM` as a scan) and one multi-row insert in its write transaction.
     pub async fn record_attempts(&self, batch: Vec<Recording>) -> StoreResult<Vec<bool>> {
         let now = self.clock().now();
-        let tx = self.write_tx().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        let mut enqueued = false;
-        let mut attempts = Vec::with_capacity(batch.len());
-        for r in batch {
-            let (recorded, retry) = self.record_in(&tx, now, r, &mut attempts).await?;
-            enqueued |= retry;
-            out.push(recorded);
+        let planned: Vec<Planned> = batch.into_iter().map(|r| plan(now, r)).collect();
+        if self.backend() == crate::Backend::Postgres {
+            return self.record_pg(now, planned).await;
         }
-        // The attempts in one multi-row insert (the deliveries' point updates above stay
-        // one statement each: SQLite plans `UPDATE … FROM VALUES` as a scan).
+        let tx = self.write_tx().await?;
+        let mut out = Vec::with_capacity(planned.len());
+        let mut attempts = Vec::with_capacity(planned.len());
+        let mut enqueued = false;
+        for p in planned {
+            let updated = tx
+                .execute_raw(stmt(self.backend(), DELIVERY_UPDATE, p.update.to_vec()))
+                .await?
+                .rows_affected();
+            if updated != 1 {
+                out.push(false);
+                continue;
+            }
+            enqueued |= self.follow_up_in(&tx, now, &p).await?;
+            attempts.push(p.attempt);
+            out.push(true);
+        }
+        // The attempts in one multi-row insert.
         const ROWS: usize = 500;
         for chunk in attempts.chunks(ROWS) {
             let mut tuples = Vec::with_capacity(chunk.len());
@@ -1808,16 +2058,17 @@ impl Store {
             }
             tx.execute_raw(stmt(
                 self.backend(),
-                &format!(
-                    "INSERT INTO delivery_attempts (id, org_id, delivery_id, message_id, endpoint_id, attempted_at, \
-                     status_code, latency_ms, response_headers, response_body, error_class, error, success, trigger) \
-                     VALUES {}",
-                    tuples.join(", ")
-                ),
+                &format!("{ATTEMPT_INSERT} VALUES {}", tuples.join(", ")),
                 values,
             ))
             .await?;
         }
+        self.commit_recording(tx, enqueued).await?;
+        Ok(out)
+    }
+
+    /// Commits a recording transaction, waking the workers if it queued retries.
+    async fn commit_recording(&self, tx: crate::WriteTx, enqueued: bool) -> StoreResult<()> {
         if enqueued {
             notify_in(&tx, DELIVER_KIND).await?;
         }
@@ -1825,100 +2076,81 @@ impl Store {
         if enqueued {
             self.wake_workers();
         }
+        Ok(())
+    }
+
+    /// [`Store::record_attempts`] on PostgreSQL.
+    async fn record_pg(&self, now: DateTime<Utc>, planned: Vec<Planned>) -> StoreResult<Vec<bool>> {
+        let statement = pg_record_statement(now, &planned);
+        let recorded = |rows: Vec<sea_orm::QueryResult>| -> StoreResult<Vec<bool>> {
+            let mut out = vec![false; planned.len()];
+            for r in rows {
+                let i: i32 = r.try_get("", "i")?;
+                if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) {
+                    *slot = true;
+                }
+            }
+            Ok(out)
+        };
+        if !planned.iter().any(|p| p.follows_up) {
+            // Nothing but the statement: it commits by itself.
+            return recorded(self.connection().query_all_raw(statement).await?);
+        }
+        let tx = self.write_tx().await?;
+        let out = recorded(tx.query_all_raw(statement).await?)?;
+        let mut enqueued = false;
+        for (p, _) in planned
+            .iter()
+            .zip(&out)
+            .filter(|(p, done)| **done && p.follows_up)
+        {
+            enqueued |= self.follow_up_in(&tx, now, p).await?;
+        }
+        self.commit_recording(tx, enqueued).await?;
         Ok(out)
     }
 
-    /// Writes one recording; returns whether it was recorded and whether it enqueued a retry.
-    async fn record_in(
+    /// What a recorded attempt changes besides its delivery and attempt rows: the endpoint's
+    /// health, the next attempt's job, or the endpoint's disabling. Returns whether it
+    /// queued a retry.
+    async fn follow_up_in(
         &self,
         tx: &DatabaseTransaction,
         now: DateTime<Utc>,
-        Recording {
-            work,
-            record,
-            next,
-            manual,
-        }: Recording,
-        attempts: &mut Vec<[Value; ATTEMPT_COLUMNS]>,
-    ) -> StoreResult<(bool, bool)> {
+        p: &Planned,
+    ) -> StoreResult<bool> {
+        if !p.follows_up {
+            return Ok(false);
+        }
         let at = to_micros(now);
         let backend = self.backend();
-        let (status, next_at, error): (&str, Option<i64>, Option<String>) = match &next {
-            Next::Succeeded => ("succeeded", None, None),
-            Next::RetryAt(t) => ("pending", Some(to_micros(*t)), record.error.clone()),
-            Next::GiveUp(reason) | Next::DisableEndpoint(reason) => {
-                ("failed", None, Some(reason.clone()))
+        let work = &p.work;
+        match p.health {
+            Health::Unchanged => {}
+            Health::Succeeded => {
+                tx.execute_raw(stmt(
+                    backend,
+                    "UPDATE endpoints SET failing_since = NULL, last_success_at = $1 WHERE id = $2 AND \
+                     (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < $3)",
+                    vec![
+                        at.into(),
+                        work.endpoint_id.clone().into(),
+                        (at - 60_000_000).into(),
+                    ],
+                ))
+                .await?;
             }
-        };
-        let updated = tx
-            .execute_raw(stmt(
-                backend,
-                "UPDATE deliveries SET status = $1, attempts = attempts + 1, round_attempts = round_attempts + 1, \
-                 next_attempt_at = $2, last_attempt_at = $3, last_status_code = $4, last_error = $5, updated_at = $6 \
-                 WHERE id = $7 AND generation = $8 AND attempts = $9 AND status = 'pending'",
-                vec![
-                    status.into(),
-                    next_at.into(),
-                    to_micros(record.attempted_at).into(),
-                    record.status_code.map(i32::from).into(),
-                    error.into(),
-                    at.into(),
-                    work.delivery_id.to_string().into(),
-                    work.generation.into(),
-                    work.attempts.into(),
-                ],
-            ))
-            .await?
-            .rows_affected();
-        if updated != 1 {
-            return Ok((false, false));
+            Health::Failing => {
+                tx.execute_raw(stmt(
+                    backend,
+                    "UPDATE endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
+                    vec![at.into(), work.endpoint_id.clone().into()],
+                ))
+                .await?;
+            }
         }
-        let headers = serde_json::to_string(&record.response_headers).map_err(corrupt)?;
-        attempts.push([
-            AttemptId::new_at(now).to_string().into(),
-            work.org_id.to_string().into(),
-            work.delivery_id.to_string().into(),
-            work.message_id.clone().into(),
-            work.endpoint_id.clone().into(),
-            to_micros(record.attempted_at).into(),
-            record.status_code.map(i32::from).into(),
-            i32::try_from(record.latency_ms).unwrap_or(i32::MAX).into(),
-            headers.into(),
-            record.response_body.into(),
-            record.error_class.into(),
-            record.error.into(),
-            record.success.into(),
-            if manual { "manual" } else { "scheduled" }.into(),
-        ]);
-        // The endpoint's health is written only when it changes (or once a minute for
-        // `last_success_at`), so a healthy endpoint costs no statement per delivery.
-        let fresh = work
-            .last_success_at
-            .is_some_and(|t| now - t < TimeDelta::minutes(1));
-        if record.success && (work.failing_since.is_some() || !fresh) {
-            tx.execute_raw(stmt(
-                backend,
-                "UPDATE endpoints SET failing_since = NULL, last_success_at = $1 WHERE id = $2 AND \
-                 (failing_since IS NOT NULL OR last_success_at IS NULL OR last_success_at < $3)",
-                vec![
-                    at.into(),
-                    work.endpoint_id.clone().into(),
-                    (at - 60_000_000).into(),
-                ],
-            ))
-            .await?;
-        } else if !record.success && work.failing_since.is_none() {
-            tx.execute_raw(stmt(
-                backend,
-                "UPDATE endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
-                vec![at.into(), work.endpoint_id.clone().into()],
-            ))
-            .await?;
-        }
-        let mut retry = false;
-        match next {
+        match &p.next {
             Next::RetryAt(t) => {
-                retry = true;
                 enqueue_in_quietly(
                     tx,
                     now,
@@ -1927,19 +2159,20 @@ impl Store {
                         &work.delivery_id.to_string(),
                         work.generation,
                         work.attempts + 2,
-                        t,
+                        *t,
                         work.priority,
                     ),
                 )
                 .await?;
+                Ok(true)
             }
             Next::DisableEndpoint(reason) => {
-                self.disable_in(tx, now, &work.org_id, &work.endpoint_id, &reason)
+                self.disable_in(tx, now, &work.org_id, &work.endpoint_id, reason)
                     .await?;
+                Ok(false)
             }
-            Next::Succeeded | Next::GiveUp(_) => {}
+            Next::Succeeded | Next::GiveUp(_) => Ok(false),
         }
-        Ok((true, retry))
     }
 
     /// Disables an endpoint automatically: the reason is kept, an `endpoint.disabled`

@@ -532,6 +532,7 @@ impl Settings {
                 ..Default::default()
             },
             per_endpoint_concurrency: o.per_endpoint_concurrency as usize,
+            ..Default::default()
         }
     }
 

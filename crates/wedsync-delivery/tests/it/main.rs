@@ -1,6 +1,7 @@
 //! Outbound webhooks end to end: a real database, a real HTTP receiver on loopback, the
 //! real sender and worker, and a moved clock. Jobs are run by `drain`, which claims what is
-//! due at the clock's current instant, so nothing here waits for time to pass.
+//! due at the clock's current instant (telling the delivery handler of each claimed batch,
+//! as the worker pool does), so nothing here waits for time to pass.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -287,6 +288,8 @@ impl Ctx {
                 .await
                 .expect("claim");
             ran += deliveries.len();
+            // As the worker pool does: the batch's deliveries are read in one query.
+            self.handler.claimed(&deliveries);
             jobs.extend(deliveries);
             if jobs.is_empty() {
                 return ran;
@@ -1263,4 +1266,203 @@ async fn an_unroutable_event_fails_only_its_own_route_job() {
     assert!(routed(events[1].0, events[1].1.clone()).await.is_none());
     c.drain().await;
     assert_eq!(rx.count(), 1, "the good event was delivered");
+}
+
+/// A group commit's recordings: each delivery recorded once however often it appears, any
+/// bytes an endpoint answers with stored, and the batch's retries and health changes kept.
+/// On PostgreSQL these take both paths of the set-wise statement: alone (it commits by
+/// itself) and inside a transaction with what follows.
+#[tokio::test]
+async fn a_batch_of_recordings_records_each_delivery_once_and_keeps_what_follows() {
+    use wedsync_store::webhooks::{AttemptRecord, Next, Recording};
+    let c = ctx().await;
+    let (rx, addr) = Receiver::start().await;
+    let (ep, _) = c.endpoint(addr, &[]).await;
+    let m1 = c.message("invoice.sent", json!({"n": 1})).await;
+    let m2 = c.message("invoice.sent", json!({"n": 2})).await;
+    let m3 = c.message("invoice.sent", json!({"n": 3})).await;
+    let id = |m: &wedsync_store::webhooks::Delivery| m.id.to_string();
+    let (d1, d2, d3) = (
+        id(&c.delivery(&m1).await),
+        id(&c.delivery(&m2).await),
+        id(&c.delivery(&m3).await),
+    );
+    let work = |d: String| {
+        let store = c.store.clone();
+        async move {
+            store
+                .delivery_work(&d)
+                .await
+                .expect("read")
+                .expect("delivery")
+        }
+    };
+    let ok = |body: &str| AttemptRecord {
+        attempted_at: c.now(),
+        status_code: Some(200),
+        latency_ms: 3,
+        response_headers: vec![("content-type".into(), "application/octet-stream".into())],
+        response_body: body.into(),
+        success: true,
+        ..Default::default()
+    };
+    let recording = |work, record, next| Recording {
+        work,
+        record,
+        next,
+        manual: false,
+    };
+
+    // The first success of the endpoint (its health changes), twice in one batch, with a
+    // body PostgreSQL's text cannot hold as it is.
+    let w1 = work(d1.clone()).await;
+    let done = c
+        .store
+        .record_attempts(vec![
+            recording(w1.clone(), ok("ok\0binary"), Next::Succeeded),
+            recording(w1, ok("again"), Next::Succeeded),
+        ])
+        .await
+        .expect("record");
+    assert_eq!(done, vec![true, false], "recorded once");
+    let attempts = |m: String| {
+        let (store, org) = (c.store.clone(), c.org);
+        async move {
+            store
+                .list_attempts(&org, None, Some(&m), &Default::default())
+                .await
+                .expect("attempts")
+                .data
+        }
+    };
+    let a1 = attempts(m1.clone()).await;
+    assert_eq!(a1.len(), 1);
+    assert_eq!(a1[0].response_body, "ok\u{FFFD}binary");
+    assert_eq!(
+        a1[0].response_headers,
+        vec![(
+            "content-type".to_owned(),
+            "application/octet-stream".to_owned()
+        )]
+    );
+    assert_eq!(c.delivery(&m1).await.status, "succeeded");
+    assert_eq!(c.delivery(&m1).await.attempts, 1);
+    assert!(c.endpoint_state(&ep).await.last_success_at.is_some());
+
+    // A success with nothing else to write (the endpoint is healthy and its last success
+    // fresh), and a stale recording of an already-recorded delivery beside it.
+    let w3 = work(d3).await;
+    let stale = work(d1).await;
+    let done = c
+        .store
+        .record_attempts(vec![
+            recording(w3, ok("fine"), Next::Succeeded),
+            recording(stale, ok("late"), Next::Succeeded),
+        ])
+        .await
+        .expect("record");
+    assert_eq!(done, vec![true, false]);
+    assert_eq!(attempts(m3.clone()).await.len(), 1);
+    assert_eq!(
+        attempts(m1).await.len(),
+        1,
+        "a finished delivery takes no attempt"
+    );
+    assert_eq!(c.delivery(&m3).await.status, "succeeded");
+
+    // A failure: the endpoint starts failing and the retry is queued with the record.
+    let retry_at = c.now() + TimeDelta::minutes(2);
+    let failed = AttemptRecord {
+        attempted_at: c.now(),
+        status_code: Some(503),
+        latency_ms: 9,
+        error_class: Some("http_5xx".into()),
+        error: Some("the endpoint answered 503".into()),
+        ..Default::default()
+    };
+    let done = c
+        .store
+        .record_attempts(vec![recording(
+            work(d2).await,
+            failed,
+            Next::RetryAt(retry_at),
+        )])
+        .await
+        .expect("record");
+    assert_eq!(done, vec![true]);
+    let d = c.delivery(&m2).await;
+    assert_eq!((d.status.as_str(), d.attempts), ("pending", 1));
+    assert_eq!(d.next_attempt_at, Some(retry_at));
+    assert_eq!(d.last_status_code, Some(503));
+    assert!(c.endpoint_state(&ep).await.failing_since.is_some());
+
+    // The messages' first jobs were overtaken by these records: draining now sends nothing.
+    c.drain().await;
+    assert_eq!(rx.count(), 0);
+    // The queued retry runs when due, and its success clears the endpoint's failure.
+    c.clock.advance(TimeDelta::minutes(3));
+    c.drain().await;
+    assert_eq!(rx.count(), 1);
+    let d = c.delivery(&m2).await;
+    assert_eq!((d.status.as_str(), d.attempts), ("succeeded", 2));
+    assert!(c.endpoint_state(&ep).await.failing_since.is_none());
+}
+
+/// An endpoint's slots on this node: an attempt waits a moment for one (it usually frees in
+/// milliseconds), and when none frees within `slot_wait` the job goes back to the queue.
+#[tokio::test]
+async fn attempts_wait_briefly_for_a_slot_then_go_back_to_the_queue() {
+    let policy = DeliveryPolicy {
+        per_endpoint_concurrency: 1,
+        slot_wait: std::time::Duration::from_millis(500),
+        ..Default::default()
+    };
+    let c = ctx_with(Utc::now(), policy, loopback_allowed()).await;
+    let (rx, addr) = Receiver::start().await;
+    rx.then(Reply {
+        status: 200,
+        headers: vec![],
+        hang: true,
+    });
+    c.endpoint(addr, &[]).await;
+    c.message("invoice.sent", json!({"n": 1})).await;
+    c.message("invoice.sent", json!({"n": 2})).await;
+    let jobs = c
+        .store
+        .claim("test", DELIVER_KIND, 10, TimeDelta::minutes(1))
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 2);
+    let first = tokio::spawn(c.handler.run(jobs[0].clone()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while rx.count() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first attempt never arrived"
+        );
+        tokio::task::yield_now().await;
+    }
+    // The slot stays taken: the second attempt waits 500 ms, then is deferred, unattempted.
+    match c.handler.run(jobs[1].clone()).await {
+        Err(JobError::Deferred { reason, .. }) => assert!(reason.contains("in flight"), "{reason}"),
+        other => panic!("expected a deferral, got {other:?}"),
+    }
+    assert_eq!(rx.count(), 1);
+
+    // Run again, it takes the slot as soon as the first attempt frees it (well within the
+    // wait: the receiver answers at once when released).
+    let second = tokio::spawn(c.handler.run(jobs[1].clone()));
+    tokio::task::yield_now().await;
+    assert!(!second.is_finished(), "it waits for the slot");
+    while !first.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first attempt never finished"
+        );
+        rx.release.notify_waiters();
+        tokio::task::yield_now().await;
+    }
+    first.await.expect("task").expect("first attempt");
+    second.await.expect("task").expect("second attempt");
+    assert_eq!(rx.count(), 2);
 }
