@@ -220,7 +220,6 @@ impl Store {
         let pending = pending_batch(now, batch);
         let links = self.read_links(now, &pending).await?;
         let events = event_rows(now, &pending, &links);
-        let firsts = || pending.iter().filter(|p| p.same_as.is_none());
         let (inserted, existing) = if self.backend() == crate::Backend::Sqlite {
             let all = request_statements(now, &pending)
                 .into_iter()
@@ -228,17 +227,9 @@ impl Store {
                 .collect();
             let tx = self.write_tx().await?;
             let inserted: HashSet<String> = returned_ids(&crate::sql::run_all(&*tx, all).await?)?;
-            // The stored request each duplicate repeats, read in the transaction (rare: one
-            // more statement only when the batch has duplicates), so that an outcome is an
-            // error only when nothing was stored.
-            let seen: Vec<&Pending> = firsts()
-                .filter(|p| !inserted.contains(&p.request_id))
-                .collect();
-            let existing = if seen.is_empty() {
-                Default::default()
-            } else {
-                stored_requests(&*tx, &seen).await?
-            };
+            // The stored request each duplicate repeats, read in the transaction, so that
+            // an outcome is an error only when nothing was stored.
+            let existing = repeated_requests(&*tx, &pending, &inserted).await?;
             tx.commit().await?;
             (inserted, existing)
         } else {
@@ -248,18 +239,10 @@ impl Store {
                 .query_all_raw(pg_ingest_statement(now, &pending, &events))
                 .await?;
             let inserted: HashSet<String> = returned_ids(&rows)?;
-            // The requests duplicates repeat are read after that commit (rare: only for a
-            // batch with duplicates). Should this read fail, the batch's senders are told
-            // to retry, and their retries are answered as duplicates: nothing is lost or
-            // stored twice.
-            let seen: Vec<&Pending> = firsts()
-                .filter(|p| !inserted.contains(&p.request_id))
-                .collect();
-            let existing = if seen.is_empty() {
-                Default::default()
-            } else {
-                stored_requests(self.connection(), &seen).await?
-            };
+            // The requests duplicates repeat are read after that commit. Should this read
+            // fail, the batch's senders are told to retry, and their retries are answered
+            // as duplicates: nothing is lost or stored twice.
+            let existing = repeated_requests(self.connection(), &pending, &inserted).await?;
             (inserted, existing)
         };
         if !inserted.is_empty() {
@@ -729,6 +712,23 @@ async fn after_routing(store: &Store, event_id: &str, routed: &Routed) -> Result
 /// Rows per multi-row statement: well under SQLite's 32 766 bound variables and
 /// PostgreSQL's 65 535 at a dozen columns a row.
 const ROWS_PER_STATEMENT: usize = 500;
+
+/// The stored request that each request of the batch not inserted (and not a repeat within
+/// the batch) repeats: no query at all when every request was new, the usual case.
+async fn repeated_requests<C: ConnectionTrait>(
+    db: &C,
+    pending: &[Pending],
+    inserted: &std::collections::HashSet<String>,
+) -> StoreResult<std::collections::HashMap<(String, String), String>> {
+    let seen: Vec<&Pending> = pending
+        .iter()
+        .filter(|p| p.same_as.is_none() && !inserted.contains(&p.request_id))
+        .collect();
+    if seen.is_empty() {
+        return Ok(Default::default());
+    }
+    stored_requests(db, &seen).await
+}
 
 /// The stored request each duplicate of the batch repeats.
 async fn stored_requests<C: ConnectionTrait>(
