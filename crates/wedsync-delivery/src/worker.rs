@@ -31,7 +31,8 @@ pub struct DeliveryPolicy {
     /// How long an attempt waits on this node for one of its endpoint's slots before it is
     /// put back in the queue for later (default 1 s). Waiting in memory is cheaper than a
     /// round trip through the queue when the slots free up in milliseconds, as they do while
-    /// a healthy endpoint is busy; a slow endpoint still hands its backlog back.
+    /// a healthy endpoint is busy; a slow endpoint still hands its backlog back. At most
+    /// `per_endpoint_concurrency` attempts wait per endpoint; more are put back at once.
     pub slot_wait: std::time::Duration,
 }
 
@@ -89,30 +90,61 @@ pub fn after_failure(
 /// Per-endpoint in-flight limits on this node.
 #[derive(Debug, Default)]
 struct Slots {
-    per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
+    per_endpoint: Mutex<HashMap<String, Arc<EndpointSlots>>>,
+}
+
+/// One endpoint's slots, and how many attempts are waiting for one.
+#[derive(Debug)]
+struct EndpointSlots {
+    slots: Arc<Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts an attempt as waiting for as long as it lives (a cancelled wait included).
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Slots {
-    /// One of `endpoint`'s `limit` slots, waiting at most `wait` for one to free up.
+    /// One of `endpoint`'s `limit` slots, waiting at most `wait` for one to free up. At most
+    /// `limit` attempts wait for an endpoint at once: the rest are turned away at once, so a
+    /// slow endpoint's backlog cannot hold more than that many of the pool's job slots
+    /// (which other endpoints' deliveries need) while it waits.
     async fn take(
         &self,
         endpoint: &str,
         limit: usize,
         wait: std::time::Duration,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        let semaphore = {
+        use std::sync::atomic::Ordering;
+        let limit = limit.max(1);
+        let endpoint = {
             let mut map = self
                 .per_endpoint
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             map.entry(endpoint.to_owned())
-                .or_insert_with(|| Arc::new(Semaphore::new(limit.max(1))))
+                .or_insert_with(|| {
+                    Arc::new(EndpointSlots {
+                        slots: Arc::new(Semaphore::new(limit)),
+                        waiting: Default::default(),
+                    })
+                })
                 .clone()
         };
-        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+        if let Ok(permit) = endpoint.slots.clone().try_acquire_owned() {
             return Some(permit);
         }
-        tokio::time::timeout(wait, semaphore.acquire_owned())
+        if endpoint.waiting.fetch_add(1, Ordering::AcqRel) >= limit {
+            endpoint.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let _waiting = Waiting(&endpoint.waiting);
+        tokio::time::timeout(wait, endpoint.slots.clone().acquire_owned())
             .await
             .ok()?
             .ok()

@@ -1409,12 +1409,14 @@ async fn a_batch_of_recordings_records_each_delivery_once_and_keeps_what_follows
 }
 
 /// An endpoint's slots on this node: an attempt waits a moment for one (it usually frees in
-/// milliseconds), and when none frees within `slot_wait` the job goes back to the queue.
+/// milliseconds), and when none frees within `slot_wait` the job goes back to the queue; no
+/// more attempts wait for an endpoint than it has slots, so a slow endpoint's backlog
+/// cannot hold the pool's job slots that other endpoints need.
 #[tokio::test]
 async fn attempts_wait_briefly_for_a_slot_then_go_back_to_the_queue() {
     let policy = DeliveryPolicy {
         per_endpoint_concurrency: 1,
-        slot_wait: std::time::Duration::from_millis(500),
+        slot_wait: std::time::Duration::from_secs(2),
         ..Default::default()
     };
     let c = ctx_with(Utc::now(), policy, loopback_allowed()).await;
@@ -1425,14 +1427,19 @@ async fn attempts_wait_briefly_for_a_slot_then_go_back_to_the_queue() {
         hang: true,
     });
     c.endpoint(addr, &[]).await;
-    c.message("invoice.sent", json!({"n": 1})).await;
-    c.message("invoice.sent", json!({"n": 2})).await;
+    for n in 0..3 {
+        c.message("invoice.sent", json!({ "n": n })).await;
+    }
     let jobs = c
         .store
         .claim("test", DELIVER_KIND, 10, TimeDelta::minutes(1))
         .await
         .expect("claim");
-    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs.len(), 3);
+    let deferred = |outcome: Result<(), JobError>| match outcome {
+        Err(JobError::Deferred { reason, .. }) => assert!(reason.contains("in flight"), "{reason}"),
+        other => panic!("expected a deferral, got {other:?}"),
+    };
     let first = tokio::spawn(c.handler.run(jobs[0].clone()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while rx.count() == 0 {
@@ -1442,18 +1449,41 @@ async fn attempts_wait_briefly_for_a_slot_then_go_back_to_the_queue() {
         );
         tokio::task::yield_now().await;
     }
-    // The slot stays taken: the second attempt waits 500 ms, then is deferred, unattempted.
-    match c.handler.run(jobs[1].clone()).await {
-        Err(JobError::Deferred { reason, .. }) => assert!(reason.contains("in flight"), "{reason}"),
-        other => panic!("expected a deferral, got {other:?}"),
-    }
+    // The slot stays taken: the second attempt waits 2 s, then is deferred, unattempted.
+    deferred(c.handler.run(jobs[1].clone()).await);
     assert_eq!(rx.count(), 1);
 
-    // Run again, it takes the slot as soon as the first attempt frees it (well within the
-    // wait: the receiver answers at once when released).
-    let second = tokio::spawn(c.handler.run(jobs[1].clone()));
-    tokio::task::yield_now().await;
-    assert!(!second.is_finished(), "it waits for the slot");
+    // Run again together, one of the second and third waits for the slot and the other
+    // finds the one waiting place taken: it is deferred at once, while the first still holds
+    // the slot.
+    let spawned = std::time::Instant::now();
+    let mut others = vec![
+        tokio::spawn(c.handler.run(jobs[1].clone())),
+        tokio::spawn(c.handler.run(jobs[2].clone())),
+    ];
+    while !others.iter().any(tokio::task::JoinHandle::is_finished) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither was turned away"
+        );
+        tokio::task::yield_now().await;
+    }
+    assert!(
+        spawned.elapsed() < std::time::Duration::from_secs(1),
+        "turned away at once, not after the 2 s wait"
+    );
+    assert!(
+        !first.is_finished(),
+        "the first attempt still holds the slot"
+    );
+    let turned_away = others
+        .iter()
+        .position(tokio::task::JoinHandle::is_finished)
+        .expect("one finished");
+    deferred(others.remove(turned_away).await.expect("task"));
+    let waiter = others.remove(0);
+    // The waiter takes the slot as soon as the first frees it (the receiver answers at once
+    // when released, well within the wait).
     while !first.is_finished() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -1463,6 +1493,6 @@ async fn attempts_wait_briefly_for_a_slot_then_go_back_to_the_queue() {
         tokio::task::yield_now().await;
     }
     first.await.expect("task").expect("first attempt");
-    second.await.expect("task").expect("second attempt");
+    waiter.await.expect("task").expect("the waiting attempt");
     assert_eq!(rx.count(), 2);
 }
