@@ -13,6 +13,11 @@
 //! (throughput, p50, p99). Open loop: requests are offered at 2,000 a second for 5 seconds
 //! to the full pipeline (latency at a fixed load). Bounded in count and time; loopback only.
 //!
+//! After each closed-loop run of the full pipeline the benchmark waits for the worker pool
+//! to finish routing what was stored (no routing job ready or running) and prints how long
+//! that took after the last answer (`routed +ms`): a rate that routing cannot keep up with
+//! would show there as a growing backlog.
+//!
 //! Usage: `cargo run --release -p wedsync-bench --bin inbound -- [N]` (default 20000).
 
 use std::net::SocketAddr;
@@ -61,6 +66,10 @@ struct Run {
     errors: usize,
     /// How busy the whole machine was meanwhile, in percent.
     busy: f64,
+    /// For the full pipeline: how long after the last answer the workers had routed every
+    /// stored event (the queue of routing jobs empty), so that a rate the routing cannot
+    /// sustain shows.
+    routed_after: Option<Duration>,
 }
 
 fn send(client: &reqwest::Client, url: &str, r: &Signed) -> reqwest::RequestBuilder {
@@ -126,6 +135,44 @@ async fn closed_loop(
         p99: percentile(&all, 0.99),
         errors,
         busy: load.busy_percent(),
+        routed_after: None,
+    }
+}
+
+/// Waits (at most 120 s) until no routing job is ready or running; how long that took.
+async fn routing_drained(store: &Store) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let kinds = [wedsync_store::inbound::ROUTE_KIND.to_owned()];
+    loop {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "routing did not catch up in 120 s"
+        );
+        // The ready ones from the due index (cheap), then the running ones.
+        let due = store
+            .next_due(&kinds)
+            .await?
+            .is_some_and(|at| at <= chrono::Utc::now());
+        if !due {
+            let running: i64 = store
+                .queue_depth()
+                .await?
+                .iter()
+                .filter(|d| {
+                    d.kind == kinds[0]
+                        && matches!(
+                            d.state,
+                            wedsync_store::queue::JobState::Ready
+                                | wedsync_store::queue::JobState::Running
+                        )
+                })
+                .map(|d| d.count)
+                .sum();
+            if running == 0 {
+                return Ok(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -166,6 +213,7 @@ async fn open_loop(client: &reqwest::Client, url: &str, requests: Arc<Vec<Signed
         p99: percentile(&all, 0.99),
         errors,
         busy: load.busy_percent(),
+        routed_after: None,
     }
 }
 
@@ -309,14 +357,12 @@ async fn measure(
         )
         .await,
     ));
-    out.push((
-        "full pipeline".to_owned(),
-        closed_loop(&client, &inbound, sign("f", n), CLIENTS).await,
-    ));
-    out.push((
-        format!("full pipeline, {MANY_CLIENTS} clients"),
-        closed_loop(&client, &inbound, sign("m", n), MANY_CLIENTS).await,
-    ));
+    let mut full = closed_loop(&client, &inbound, sign("f", n), CLIENTS).await;
+    full.routed_after = Some(routing_drained(&store).await?);
+    out.push(("full pipeline".to_owned(), full));
+    let mut many = closed_loop(&client, &inbound, sign("m", n), MANY_CLIENTS).await;
+    many.routed_after = Some(routing_drained(&store).await?);
+    out.push((format!("full pipeline, {MANY_CLIENTS} clients"), many));
     out.push((
         format!("full pipeline, {OPEN_RATE}/s offered"),
         open_loop(
@@ -370,14 +416,14 @@ async fn main() -> anyhow::Result<()> {
 
     println!("inbound benchmark over loopback, N = {n} per closed-loop run, {CLIENTS} clients");
     println!(
-        "{:<9} {:<34} {:>10} {:>9} {:>9} {:>7} {:>10} {:>7}",
-        "backend", "mode", "req/s", "p50 ms", "p99 ms", "errors", "÷ plain", "CPU %"
+        "{:<9} {:<34} {:>10} {:>9} {:>9} {:>7} {:>10} {:>7} {:>12}",
+        "backend", "mode", "req/s", "p50 ms", "p99 ms", "errors", "÷ plain", "CPU %", "routed +ms"
     );
     for (backend, runs) in &results {
         let plain = runs.first().map(|(_, r)| r.rate).unwrap_or(1.0);
         for (mode, r) in runs {
             println!(
-                "{:<9} {:<34} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>10.2} {:>7.0}",
+                "{:<9} {:<34} {:>10.0} {:>9.2} {:>9.2} {:>7} {:>10.2} {:>7.0} {:>12}",
                 backend,
                 mode,
                 r.rate,
@@ -385,7 +431,9 @@ async fn main() -> anyhow::Result<()> {
                 r.p99,
                 r.errors,
                 r.rate / plain,
-                r.busy
+                r.busy,
+                r.routed_after
+                    .map_or_else(|| "—".to_owned(), |d| d.as_millis().to_string())
             );
         }
     }
