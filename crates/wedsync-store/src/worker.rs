@@ -252,10 +252,14 @@ impl WorkerPool {
         // Finished jobs are written back by a task of their own, so the loop goes on claiming
         // while a batch's completions are in flight (on a busy PostgreSQL node both take
         // milliseconds, and the loop doing them in turn was what bounded throughput).
+        // Until a finished job is written back, its lease is still renewed by the heartbeat:
+        // should the recorder fall behind, the reaper must not hand the job to another run.
         let (finished, mut to_record) =
             mpsc::unbounded_channel::<Vec<(Job, Result<(), JobError>)>>();
+        let unrecorded: Arc<std::sync::Mutex<std::collections::HashSet<String>>> = Arc::default();
         let recorder = {
             let (store, worker) = (store.clone(), cfg.worker_id.clone());
+            let unrecorded = unrecorded.clone();
             let retries: HashMap<String, RetryPolicy> = self
                 .kinds
                 .iter()
@@ -266,7 +270,14 @@ impl WorkerPool {
                     while let Ok(more) = to_record.try_recv() {
                         batch.extend(more);
                     }
+                    let ids: Vec<String> = batch.iter().map(|(job, _)| job.id.clone()).collect();
                     record(&store, &worker, &retries, batch).await;
+                    let mut unrecorded = unrecorded
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for id in &ids {
+                        unrecorded.remove(id);
+                    }
                 }
             })
         };
@@ -382,13 +393,27 @@ impl WorkerPool {
                     while let Ok(more) = done_rx.try_recv() {
                         batch.push(more);
                     }
-                    for (job, _) in &batch {
-                        running.remove(&job.id);
+                    {
+                        let mut unrecorded = unrecorded
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        for (job, _) in &batch {
+                            running.remove(&job.id);
+                            unrecorded.insert(job.id.clone());
+                        }
                     }
                     let _ = finished.send(batch);
                 }
-                _ = heartbeat.tick(), if !running.is_empty() => {
-                    let ids: Vec<String> = running.keys().cloned().collect();
+                _ = heartbeat.tick(), if !running.is_empty()
+                    || !unrecorded.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty() => {
+                    let mut ids: Vec<String> = running.keys().cloned().collect();
+                    ids.extend(
+                        unrecorded
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .iter()
+                            .cloned(),
+                    );
                     match store.heartbeat(&cfg.worker_id, &ids, cfg.lease).await {
                         Ok(held) => {
                             for id in ids.iter().filter(|id| !held.contains(id)) {

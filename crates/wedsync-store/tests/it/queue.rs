@@ -1028,8 +1028,11 @@ async fn handlers_see_each_claimed_batch_first_and_deferrals_come_back_at_once()
     let claimed = Arc::new(Mutex::new(Vec::new()));
     let (ran, mut runs) = mpsc::unbounded_channel();
     let mut cfg = config("w");
-    // An hour: should the pool miss the deferred job, the test times out.
+    // An hour, and no reaping or heartbeat meanwhile (each wakes the loop): should the pool
+    // miss the deferred job, the test times out.
     cfg.idle_poll = Duration::from_secs(3600);
+    cfg.reap_every = Duration::from_secs(3600);
+    cfg.heartbeat_every = Duration::from_secs(3600);
     let pool = WorkerPool::new(c.store.clone(), cfg).register(
         KIND,
         BatchAware {
