@@ -91,6 +91,10 @@ pub fn after_failure(
 #[derive(Debug, Default)]
 struct Slots {
     per_endpoint: Mutex<HashMap<String, Arc<EndpointSlots>>>,
+    /// Attempts from this node that failed in a way that counts for a breaker. An attempt
+    /// that sees it move between reading its delivery (with the breaker's state) and
+    /// sending asks the store for the breaker instead: it may have opened meanwhile.
+    failures: std::sync::atomic::AtomicU64,
 }
 
 /// One endpoint's slots, and how many attempts are waiting for one.
@@ -149,6 +153,17 @@ impl Slots {
             .ok()?
             .ok()
     }
+
+    /// The failure count, to compare before and after.
+    fn failures(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Notes an attempt that failed in a way that counts for its endpoint's breaker.
+    fn failed(&self) {
+        self.failures
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 fn transient(e: impl std::fmt::Display) -> JobError {
@@ -170,10 +185,12 @@ struct Shared {
 /// then reads its own.
 struct BatchRead {
     ids: Vec<String>,
-    works: tokio::sync::OnceCell<Option<HashMap<String, DeliveryWork>>>,
+    /// The node's breaker-failure count just before the read, and what it read.
+    works: tokio::sync::OnceCell<Option<(u64, HashMap<String, DeliveryWork>)>>,
 }
 
-/// Claimed deliveries whose attempts have not started yet, with their batch's read.
+/// Claimed jobs whose attempts have not started yet, by job id (not delivery: a later job
+/// of the same delivery must read it afresh), with their batch's read.
 #[derive(Default)]
 struct ReadAhead {
     pending: Mutex<HashMap<String, (std::time::Instant, Arc<BatchRead>)>>,
@@ -185,11 +202,13 @@ impl ReadAhead {
     const KEEP: std::time::Duration = std::time::Duration::from_secs(60);
 
     fn add(&self, jobs: &[Job]) {
-        let ids: Vec<String> = jobs
+        let (jobs, ids): (Vec<&str>, Vec<String>) = jobs
             .iter()
-            .filter_map(|j| j.payload.get("delivery_id").and_then(|v| v.as_str()))
-            .map(str::to_owned)
-            .collect();
+            .filter_map(|j| {
+                let delivery = j.payload.get("delivery_id").and_then(|v| v.as_str())?;
+                Some((j.id.as_str(), delivery.to_owned()))
+            })
+            .unzip();
         if ids.len() < 2 {
             return; // nothing to share
         }
@@ -203,25 +222,33 @@ impl ReadAhead {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         pending.retain(|_, (at, _)| now.duration_since(*at) < Self::KEEP);
-        for id in &batch.ids {
-            pending.insert(id.clone(), (now, batch.clone()));
+        for job in jobs {
+            pending.insert(job.to_owned(), (now, batch.clone()));
         }
     }
 
-    /// `delivery`'s work from its batch's read: `None` when it has no batch or the read
-    /// failed; `Some(None)` when the delivery is gone.
-    async fn take(&self, store: &Store, delivery: &str) -> Option<Option<DeliveryWork>> {
+    /// The work of `job`'s `delivery` from its batch's read, with the breaker-failure count
+    /// of `slots` just before that read: `None` when the job has no batch or the read
+    /// failed; `Some((_, None))` when the delivery is gone.
+    async fn take(
+        &self,
+        store: &Store,
+        slots: &Slots,
+        job: &str,
+        delivery: &str,
+    ) -> Option<(u64, Option<DeliveryWork>)> {
         let (_, batch) = self
             .pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(delivery)?;
+            .remove(job)?;
         let works = batch
             .works
             .get_or_init(|| async {
                 let ids: Vec<&str> = batch.ids.iter().map(String::as_str).collect();
+                let failures = slots.failures();
                 match store.delivery_works(&ids).await {
-                    Ok(works) => Some(works),
+                    Ok(works) => Some((failures, works)),
                     Err(error) => {
                         tracing::warn!(%error, "reading a batch of deliveries failed; reading them one by one");
                         None
@@ -230,7 +257,7 @@ impl ReadAhead {
             })
             .await
             .as_ref()?;
-        Some(works.get(delivery).cloned())
+        Some((works.0, works.1.get(delivery).cloned()))
     }
 }
 
@@ -295,9 +322,15 @@ async fn attempt(shared: &Shared, job: Job) -> Result<(), JobError> {
         return Err(JobError::Permanent("malformed delivery job".into()));
     };
     let manual = p.get("trigger").and_then(|v| v.as_str()) == Some("manual");
-    let work = match read_ahead.take(store, delivery).await {
-        Some(work) => work,
-        None => store.delivery_work(delivery).await.map_err(transient)?,
+    let (failures_at_read, work) = match read_ahead.take(store, slots, &job.id, delivery).await {
+        Some(read) => read,
+        None => {
+            let failures = slots.failures();
+            (
+                failures,
+                store.delivery_work(delivery).await.map_err(transient)?,
+            )
+        }
     };
     let Some(work) = work else {
         return Ok(()); // deleted with its endpoint, or pruned
@@ -317,6 +350,23 @@ async fn attempt(shared: &Shared, job: Job) -> Result<(), JobError> {
             .map_err(transient)?;
         return Ok(());
     }
+    let Some(slot) = slots
+        .take(
+            &work.endpoint_id,
+            policy.per_endpoint_concurrency,
+            policy.slot_wait,
+        )
+        .await
+    else {
+        return Err(JobError::Deferred {
+            until: store.clock().now() + TimeDelta::milliseconds(200),
+            reason: format!(
+                "endpoint {} has {} attempts in flight",
+                work.endpoint_id, policy.per_endpoint_concurrency
+            ),
+        });
+    };
+    // Read after the wait for a slot, which can take up to `slot_wait`.
     let now = store.clock().now();
     if let Some(rps) = work.rate_limit_per_second {
         let rate = Rate {
@@ -334,32 +384,20 @@ async fn attempt(shared: &Shared, job: Job) -> Result<(), JobError> {
             });
         }
     }
-    let Some(slot) = slots
-        .take(
-            &work.endpoint_id,
-            policy.per_endpoint_concurrency,
-            policy.slot_wait,
-        )
-        .await
-    else {
-        return Err(JobError::Deferred {
-            until: now + TimeDelta::milliseconds(200),
-            reason: format!(
-                "endpoint {} has {} attempts in flight",
-                work.endpoint_id, policy.per_endpoint_concurrency
-            ),
-        });
-    };
     let target = format!("endpoint:{}", work.endpoint_id);
     // A closed breaker (read with the delivery) admits at once; any other state goes through
-    // the store, which claims the half-open probe in a transaction.
-    let clean = matches!(
-        work.breaker,
-        None | Some(BreakerState::Closed {
-            consecutive_failures: 0
-        })
-    );
-    if !matches!(work.breaker, None | Some(BreakerState::Closed { .. }))
+    // the store, which claims the half-open probe in a transaction. So does a closed one
+    // when an attempt from this node has failed since the delivery was read (a batch's read
+    // can be a moment old, and the wait for a slot up to a second): it may have opened.
+    let stale = slots.failures() != failures_at_read;
+    let clean = !stale
+        && matches!(
+            work.breaker,
+            None | Some(BreakerState::Closed {
+                consecutive_failures: 0
+            })
+        );
+    if (stale || !matches!(work.breaker, None | Some(BreakerState::Closed { .. })))
         && let Admission::Defer { until } = store
             .breaker_admit(&work.org_id, &target, &policy.breaker)
             .await
@@ -391,6 +429,10 @@ async fn attempt(shared: &Shared, job: Job) -> Result<(), JobError> {
             )
             .await
             .map_err(transient)?;
+    }
+    // Counted once the breaker has it, so that an attempt seeing the count move reads it.
+    if !outcome.record.success && outcome.unhealthy {
+        slots.failed();
     }
     let class = outcome
         .record

@@ -713,8 +713,8 @@ const ATTEMPT_INSERT: &str = "INSERT INTO delivery_attempts (id, org_id, deliver
 /// batch size, so it is prepared once per connection: `$1` the batch as a JSON array (the
 /// values of [`DELIVERY_UPDATE`] and the attempt row, with the recording's index `i`), `$2`
 /// now. Updates the deliveries still in the state their attempt was made for, inserts an
-/// attempt for each of those, and returns their indexes. Should one delivery appear twice in
-/// a batch, PostgreSQL updates it once, so only one of them is recorded.
+/// attempt for each of those, and returns their indexes. A delivery appears at most once in
+/// the array: [`pg_record_statement`] keeps its first recording only.
 const PG_RECORD: &str = "WITH \
     x AS (SELECT * FROM json_to_recordset($1::json) AS x(i int, id text, generation int, \
           attempts int, status text, next_at bigint, attempted_at bigint, code int, error text, \
@@ -863,9 +863,13 @@ fn pg_record_statement(now: DateTime<Utc>, planned: &[Planned]) -> sea_orm::Stat
         "success",
         "trigger",
     ];
+    // A delivery named twice in a batch is sent once, its first recording: `UPDATE … FROM`
+    // would pick either, and the first is what SQLite's point updates record.
+    let mut seen = std::collections::HashSet::new();
     let rows: Vec<serde_json::Value> = planned
         .iter()
         .enumerate()
+        .filter(|(_, p)| seen.insert(p.work.delivery_id))
         .map(|(i, p)| {
             let u = &p.update;
             let a = &p.attempt;

@@ -1496,3 +1496,46 @@ async fn attempts_wait_briefly_for_a_slot_then_go_back_to_the_queue() {
     waiter.await.expect("task").expect("the waiting attempt");
     assert_eq!(rx.count(), 2);
 }
+
+/// A batch's deliveries are read (with their endpoint's breaker) when its first attempt
+/// starts; an attempt that sends later, after another attempt's failure opened the breaker,
+/// must not go out on the strength of that earlier read.
+#[tokio::test]
+async fn an_attempt_after_the_breaker_opened_since_its_batch_was_read_is_held_back() {
+    let policy = DeliveryPolicy {
+        per_endpoint_concurrency: 1,
+        breaker: BreakerPolicy {
+            failure_threshold: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let c = ctx_with(Utc::now(), policy, loopback_allowed()).await;
+    let (rx, addr) = Receiver::start().await;
+    rx.then(Reply::status(503));
+    c.endpoint(addr, &[]).await;
+    c.message("invoice.sent", json!({"n": 1})).await;
+    c.message("invoice.sent", json!({"n": 2})).await;
+    let jobs = c
+        .store
+        .claim("test", DELIVER_KIND, 10, TimeDelta::minutes(1))
+        .await
+        .expect("claim");
+    assert_eq!(jobs.len(), 2);
+    c.handler.claimed(&jobs);
+    // The first attempt reads the batch (breaker closed), fails with a 503 and opens it.
+    c.handler.run(jobs[0].clone()).await.expect("first attempt");
+    assert_eq!(rx.count(), 1);
+    // The second uses the batch's read, taken before the failure: it asks again and waits.
+    match c.handler.run(jobs[1].clone()).await {
+        Err(JobError::Deferred { reason, .. }) => {
+            assert!(reason.contains("circuit breaker"), "{reason}");
+        }
+        other => panic!("expected the open breaker to hold it back, got {other:?}"),
+    }
+    assert_eq!(
+        rx.count(),
+        1,
+        "nothing more was sent to the failing endpoint"
+    );
+}
