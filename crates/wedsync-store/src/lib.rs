@@ -93,6 +93,12 @@ impl std::fmt::Display for Actor {
 /// hundred texts; sqlx's default of 100 would evict and re-prepare them all the time.
 const STATEMENT_CACHE: usize = 1024;
 
+/// Rows a SQLite connection's thread may hand back before it waits for the caller to take
+/// them. A group commit's `RETURNING` gives a row per request (up to 256); with sqlx's
+/// default of 50 the thread would stop several times a batch, inside the write gate, until
+/// the committer task was scheduled to drain the channel.
+const ROW_BUFFER: usize = 1024;
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -151,6 +157,12 @@ pub struct Store {
     /// Wakes this process's idle workers after an enqueue commits (PostgreSQL nodes are also
     /// woken by `NOTIFY`; SQLite has only this).
     wake: std::sync::Arc<tokio::sync::Notify>,
+    /// Counts [`Store::wake_workers`] calls, so a busy pool can tell whether anything was
+    /// enqueued since it last looked ([`Store::wake_epoch`]).
+    wake_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// This process's worker pools that take jobs handed over directly
+    /// ([`worker::LocalTakers`]).
+    local_takers: worker::LocalTakers,
     /// Seals and opens stored secrets; set by the binary from configuration.
     master_key: Option<std::sync::Arc<secrets::MasterKey>>,
 }
@@ -193,6 +205,7 @@ impl Store {
                     .foreign_keys(true)
                     .busy_timeout(busy)
                     .statement_cache_capacity(STATEMENT_CACHE)
+                    .row_buffer_size(ROW_BUFFER)
             });
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             if let Some(schema) = &options.pg_schema {
@@ -264,6 +277,8 @@ impl Store {
             relaxed,
             clock,
             wake: Default::default(),
+            wake_epoch: Default::default(),
+            local_takers: Default::default(),
             master_key: None,
         })
     }
@@ -433,7 +448,20 @@ impl Store {
 
     /// Wakes this process's idle workers (call after committing a transaction that enqueued).
     pub fn wake_workers(&self) {
+        self.wake_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         self.wake.notify_waiters();
+    }
+
+    /// How many wake-ups there have been: a pool that has seen this number look for jobs
+    /// again only once it changes (or a timer says a delayed job is due).
+    pub(crate) fn wake_epoch(&self) -> u64 {
+        self.wake_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// This process's pools that take jobs handed over directly.
+    pub(crate) fn local_takers(&self) -> &worker::LocalTakers {
+        &self.local_takers
     }
 
     /// Resolves at the next [`Store::wake_workers`].

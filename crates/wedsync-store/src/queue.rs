@@ -523,6 +523,32 @@ impl Store {
         if ids.is_empty() {
             return Ok(0);
         }
+        let (sql, values) = self.completion(worker, ids);
+        relaxed_exec(self, &sql, values).await
+    }
+
+    /// [`Store::complete`] with the statements the jobs' handlers write with their success
+    /// ([`crate::worker::JobHandler::on_success`]), relaxed, in one hand-off to SQLite's
+    /// connection and one write turn (on PostgreSQL one after the other). Each statement
+    /// commits by itself.
+    pub(crate) async fn complete_with(
+        &self,
+        worker: &str,
+        ids: &[String],
+        follow_ups: Vec<(String, Vec<Value>)>,
+    ) -> StoreResult<()> {
+        if follow_ups.is_empty() {
+            return self.complete(worker, ids).await.map(drop);
+        }
+        let mut statements = vec![self.completion(worker, ids)];
+        statements.extend(follow_ups);
+        let _turn = self.write_turn().await?;
+        crate::sql::run_all(self.relaxed_connection(), statements).await?;
+        Ok(())
+    }
+
+    /// The statement that marks `worker`'s jobs `ids` succeeded.
+    fn completion(&self, worker: &str, ids: &[String]) -> (String, Vec<Value>) {
         let now = to_micros(self.clock().now());
         let sql = format!(
             "UPDATE jobs SET state = 'succeeded', finished_at = $1, updated_at = $1, lease_owner = NULL, \
@@ -532,7 +558,7 @@ impl Store {
         );
         let mut values: Vec<Value> = vec![now.into(), worker.into()];
         values.extend(ids.iter().map(|id| Value::from(id.clone())));
-        relaxed_exec(self, &sql, values).await
+        (sql, values)
     }
 
     /// Records a failed attempt: back to `ready` at the retry time, or `dead`.

@@ -8,7 +8,14 @@
 //! dead-lettered; a deferral (open breaker) puts the job back without counting the attempt.
 //!
 //! Idle pools wait for a wake-up (an enqueue on this node; `NOTIFY` from any node on
-//! PostgreSQL), the next due `run_at`, or the idle poll interval, whichever comes first.
+//! PostgreSQL), the next due `run_at`, or the idle poll interval, whichever comes first. A
+//! kind whose last claim came back short is not claimed again until one of those happens,
+//! so a busy pool does not spend a write on an empty claim after every finished job.
+//!
+//! A writer of this process can also hand a job straight to the pool that runs its kind,
+//! inserted already claimed in the pool's name ([`LocalTakers`]); the inbound gateway does
+//! so with its routing jobs. Handlers can add a statement to their job's completion
+//! ([`JobHandler::on_success`]), written in the same hand-off.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -72,6 +79,14 @@ pub trait JobHandler: Send + Sync + 'static {
     /// must not block; the default does nothing. Attempts must still work without it (a job
     /// run directly, or whose batch read failed).
     fn claimed(&self, _jobs: &[Job]) {}
+
+    /// A statement (SQL with `$N` placeholders, and its values) that the pool writes
+    /// together with the job's success, in the same hand-off to the database, for a handler
+    /// whose last write may as well wait for it. Like the completion it is relaxed: a power
+    /// cut can lose both, and then the job runs again. The default is none.
+    fn on_success(&self, _job: &Job) -> Option<(String, Vec<sea_orm::Value>)> {
+        None
+    }
 }
 
 impl<F, Fut> JobHandler for F
@@ -120,6 +135,88 @@ where
         .await
         .map_err(store_err)?;
     outcome
+}
+
+/// This process's pools that take jobs handed over directly: a writer that inserts a job a
+/// local pool will run can insert it already claimed in that pool's name
+/// ([`LocalTakers::reserve`]) and, once its transaction commits, hand it over
+/// ([`Reservation::hand_over`]). That saves the claim (a write, and under SQLite's single
+/// writer a turn nobody else can write in) and the wake-up. A job handed over is in every way
+/// a claimed one: leased, heartbeated while it runs, reaped if the process dies before it
+/// finishes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LocalTakers(Arc<std::sync::Mutex<HashMap<String, LocalTaker>>>);
+
+#[derive(Debug, Clone)]
+struct LocalTaker {
+    /// The pool's identity in leases.
+    worker: String,
+    lease: TimeDelta,
+    /// Free slots of the kind, as the pool last counted them; a reservation takes one. The
+    /// count can be behind by the jobs being handed over, so a pool may run a few more than
+    /// its concurrency for a moment (at most one batch's jobs per writer).
+    room: Arc<std::sync::atomic::AtomicU32>,
+    jobs: mpsc::UnboundedSender<Job>,
+}
+
+/// A job to be inserted already claimed by a local pool, and handed over after the insert
+/// commits.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    /// The pool's identity, the job's `lease_owner`.
+    pub(crate) worker: String,
+    /// The job's `lease_expires_at`.
+    pub(crate) lease_until: DateTime<Utc>,
+    taker: LocalTaker,
+}
+
+impl LocalTakers {
+    /// A slot in the local pool that runs `kind`, if there is one with room.
+    pub(crate) fn reserve(&self, kind: &str, now: DateTime<Utc>) -> Option<Reservation> {
+        let taker = self.lock().get(kind)?.clone();
+        taker
+            .room
+            .fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |room| room.checked_sub(1),
+            )
+            .ok()?;
+        Some(Reservation {
+            worker: taker.worker.clone(),
+            lease_until: now + taker.lease,
+            taker,
+        })
+    }
+
+    fn register(&self, kind: &str, taker: LocalTaker) {
+        self.lock().insert(kind.to_owned(), taker);
+    }
+
+    /// Stops handing `worker`'s kinds over (the pool is stopping).
+    fn unregister(&self, worker: &str) {
+        self.lock().retain(|_, taker| taker.worker != worker);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LocalTaker>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Reservation {
+    /// Hands the committed job to its pool; the job's id back if the pool has stopped since.
+    pub(crate) fn hand_over(self, job: Job) -> Result<(), String> {
+        self.taker.jobs.send(job).map_err(|refused| refused.0.id)
+    }
+
+    /// The job was not inserted after all: frees the slot.
+    pub(crate) fn release(self) {
+        self.taker
+            .room
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 /// How a pool behaves.
@@ -238,10 +335,35 @@ impl WorkerPool {
     /// Starts the pool; it stops claiming when `shutdown` turns true, lets running jobs finish
     /// (for at most the drain timeout, then hands them back), and the task ends.
     pub fn spawn(self, shutdown: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.run(shutdown))
+        // Registered before the task starts, so a writer can hand jobs over from the moment
+        // this returns (they wait in the channel until the loop takes them).
+        let (offer, offered) = mpsc::unbounded_channel::<Job>();
+        let rooms: HashMap<String, Arc<std::sync::atomic::AtomicU32>> = self
+            .kinds
+            .iter()
+            .map(|(name, kind)| {
+                let room = Arc::new(std::sync::atomic::AtomicU32::new(kind.concurrency));
+                self.store.local_takers().register(
+                    name,
+                    LocalTaker {
+                        worker: self.config.worker_id.clone(),
+                        lease: self.config.lease,
+                        room: room.clone(),
+                        jobs: offer.clone(),
+                    },
+                );
+                (name.clone(), room)
+            })
+            .collect();
+        tokio::spawn(self.run(shutdown, offered, rooms))
     }
 
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+        mut offered: mpsc::UnboundedReceiver<Job>,
+        rooms: HashMap<String, Arc<std::sync::atomic::AtomicU32>>,
+    ) {
         let store = self.store.clone();
         let cfg = self.config.clone();
         let kinds: Vec<String> = self.kinds.keys().cloned().collect();
@@ -265,13 +387,18 @@ impl WorkerPool {
                 .iter()
                 .map(|(kind, k)| (kind.clone(), k.retry.clone()))
                 .collect();
+            let handlers: HashMap<String, Arc<dyn JobHandler>> = self
+                .kinds
+                .iter()
+                .map(|(kind, k)| (kind.clone(), k.handler.clone()))
+                .collect();
             tokio::spawn(async move {
                 while let Some(mut batch) = to_record.recv().await {
                     while let Ok(more) = to_record.try_recv() {
                         batch.extend(more);
                     }
                     let ids: Vec<String> = batch.iter().map(|(job, _)| job.id.clone()).collect();
-                    record(&store, &worker, &retries, batch).await;
+                    record(&store, &worker, &retries, &handlers, batch).await;
                     let mut unrecorded = unrecorded
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -282,6 +409,12 @@ impl WorkerPool {
             })
         };
         let mut running: HashMap<String, Running> = HashMap::new();
+        // Whether a kind may have ready jobs this pool has not claimed: after a wake-up (an
+        // enqueue), a timer (a delayed job due, a reaped lease) or a claim that got all it
+        // asked for. A claim that came back short leaves it false until one of those, so a
+        // busy pool does not spend a write on an empty claim after every finished batch.
+        let mut look: HashMap<String, bool> = kinds.iter().map(|k| (k.clone(), true)).collect();
+        let mut seen_epoch = store.wake_epoch();
         let mut heartbeat = tokio::time::interval(cfg.heartbeat_every);
         let mut reap = tokio::time::interval(cfg.reap_every);
         let mut prune = tokio::time::interval(
@@ -309,6 +442,11 @@ impl WorkerPool {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
+            let epoch = store.wake_epoch();
+            if epoch != seen_epoch {
+                seen_epoch = epoch;
+                look.values_mut().for_each(|l| *l = true);
+            }
             let mut full_batch = false;
             // Whether every kind is either at its concurrency or got all it asked for: then
             // there is nothing to learn from `next_due`, and finishing jobs wake the loop.
@@ -316,6 +454,18 @@ impl WorkerPool {
             if !stopping {
                 for (name, kind) in &self.kinds {
                     let busy = running.values().filter(|r| &r.kind == name).count() as u32;
+                    if let Some(free) = rooms.get(name) {
+                        free.store(
+                            kind.concurrency.saturating_sub(busy),
+                            std::sync::atomic::Ordering::Release,
+                        );
+                    }
+                    if !look.get(name).copied().unwrap_or(true) {
+                        // Nothing new since a claim came back short; `next_due` below still
+                        // finds delayed jobs.
+                        saturated = false;
+                        continue;
+                    }
                     let room = kind.concurrency.saturating_sub(busy).min(cfg.batch_size);
                     // Claim in chunks: while a kind is busy, wait until a quarter of its
                     // slots are free rather than claiming one job per finished job, so a
@@ -326,6 +476,7 @@ impl WorkerPool {
                     }
                     match store.claim(&cfg.worker_id, name, room, cfg.lease).await {
                         Ok(jobs) => {
+                            look.insert(name.clone(), jobs.len() as u32 == room);
                             if jobs.len() as u32 == room && room == cfg.batch_size {
                                 full_batch = true;
                             }
@@ -335,23 +486,7 @@ impl WorkerPool {
                             if !jobs.is_empty() {
                                 metrics::counter!("wedsync_job_claims_total", "kind" => name.clone()).increment(jobs.len() as u64);
                             }
-                            kind.handler.claimed(&jobs);
-                            for job in jobs {
-                                let tx = done_tx.clone();
-                                let handler = kind.handler.clone();
-                                let id = job.id.clone();
-                                let task = tokio::spawn(async move {
-                                    let outcome = handler.run(job.clone()).await;
-                                    let _ = tx.send((job, outcome));
-                                });
-                                running.insert(
-                                    id,
-                                    Running {
-                                        kind: name.clone(),
-                                        abort: task.abort_handle(),
-                                    },
-                                );
-                            }
+                            start(name, kind, jobs, &done_tx, &mut running);
                         }
                         Err(error) => {
                             tracing::error!(%error, kind = %name, "claiming jobs failed");
@@ -387,7 +522,30 @@ impl WorkerPool {
             };
 
             tokio::select! {
-                _ = &mut notified => {}
+                _ = &mut notified => {
+                    look.values_mut().for_each(|l| *l = true);
+                }
+                Some(first) = offered.recv() => {
+                    let mut jobs = vec![first];
+                    while let Ok(more) = offered.try_recv() {
+                        jobs.push(more);
+                    }
+                    if stopping {
+                        hand_back(&store, &cfg.worker_id, jobs).await;
+                    } else {
+                        for (name, kind) in &self.kinds {
+                            let (mine, rest): (Vec<Job>, Vec<Job>) =
+                                jobs.into_iter().partition(|job| &job.kind == name);
+                            jobs = rest;
+                            if !mine.is_empty() {
+                                metrics::counter!("wedsync_job_claims_total", "kind" => name.clone()).increment(mine.len() as u64);
+                                start(name, kind, mine, &done_tx, &mut running);
+                            }
+                        }
+                        // A kind this pool does not run (never registered for it).
+                        hand_back(&store, &cfg.worker_id, jobs).await;
+                    }
+                }
                 Some(first) = done_rx.recv() => {
                     let mut batch = vec![first];
                     while let Ok(more) = done_rx.try_recv() {
@@ -428,8 +586,10 @@ impl WorkerPool {
                     }
                 }
                 _ = reap.tick() => {
-                    if let Err(error) = store.reap_expired().await {
-                        tracing::error!(%error, "reaping expired leases failed");
+                    match store.reap_expired().await {
+                        Ok(0) => {}
+                        Ok(_) => look.values_mut().for_each(|l| *l = true),
+                        Err(error) => tracing::error!(%error, "reaping expired leases failed"),
                     }
                 }
                 _ = vacuum.tick(), if cfg.vacuum_every.is_some() => {
@@ -468,10 +628,13 @@ impl WorkerPool {
                         }
                     }
                 }
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => {
+                    look.values_mut().for_each(|l| *l = true);
+                }
                 changed = shutdown.changed(), if !stopping => {
                     if changed.is_err() || *shutdown.borrow() {
                         stopping = true;
+                        store.local_takers().unregister(&cfg.worker_id);
                         drain_deadline = Some(tokio::time::Instant::now() + cfg.drain_timeout);
                         tracing::info!(running = running.len(), "worker pool stopping: draining running jobs");
                     }
@@ -489,6 +652,14 @@ impl WorkerPool {
                 }
             }
         }
+        // Jobs handed over while the last ones finished go back to the queue.
+        store.local_takers().unregister(&cfg.worker_id);
+        offered.close();
+        let mut late = Vec::new();
+        while let Ok(job) = offered.try_recv() {
+            late.push(job);
+        }
+        hand_back(&store, &cfg.worker_id, late).await;
         // Every finished job written back before the pool reports itself stopped.
         drop(finished);
         if let Err(error) = recorder.await {
@@ -501,15 +672,57 @@ impl WorkerPool {
     }
 }
 
+/// Starts claimed jobs of one kind, each as a task of its own.
+fn start(
+    name: &str,
+    kind: &Kind,
+    jobs: Vec<Job>,
+    done: &mpsc::UnboundedSender<(Job, Result<(), JobError>)>,
+    running: &mut HashMap<String, Running>,
+) {
+    kind.handler.claimed(&jobs);
+    for job in jobs {
+        let tx = done.clone();
+        let handler = kind.handler.clone();
+        let id = job.id.clone();
+        let task = tokio::spawn(async move {
+            let outcome = handler.run(job.clone()).await;
+            let _ = tx.send((job, outcome));
+        });
+        running.insert(
+            id,
+            Running {
+                kind: name.to_owned(),
+                abort: task.abort_handle(),
+            },
+        );
+    }
+}
+
+/// Puts jobs handed over to a pool that will not run them back in the queue, ready now
+/// (should that fail, their leases expire and the reaper does it).
+async fn hand_back(store: &Store, worker: &str, jobs: Vec<Job>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let now = store.clock().now();
+    for job in &jobs {
+        log_err(store.defer(worker, &job.id, now).await);
+    }
+    store.wake_workers();
+}
+
 /// Writes back a batch of finished jobs: successes in one statement, failures retried per
 /// their kind's policy or dead-lettered, deferrals put back.
 async fn record(
     store: &Store,
     worker: &str,
     retries: &HashMap<String, RetryPolicy>,
+    handlers: &HashMap<String, Arc<dyn JobHandler>>,
     batch: Vec<(Job, Result<(), JobError>)>,
 ) {
     let mut done = Vec::new();
+    let mut follow_ups = Vec::new();
     // Whether a job was put back to run later: the claim loop may have looked for due jobs
     // before it was, and must look again.
     let mut put_back = false;
@@ -517,6 +730,7 @@ async fn record(
         let kind = job.kind.clone();
         let outcome_label = match outcome {
             Ok(()) => {
+                follow_ups.extend(handlers.get(&kind).and_then(|h| h.on_success(&job)));
                 done.push(job.id);
                 "succeeded"
             }
@@ -589,7 +803,7 @@ async fn record(
             .increment(1);
     }
     if !done.is_empty() {
-        log_err(store.complete(worker, &done).await);
+        log_err(store.complete_with(worker, &done, follow_ups).await);
     }
     if put_back {
         store.wake_workers();

@@ -1071,3 +1071,59 @@ async fn handlers_see_each_claimed_batch_first_and_deferrals_come_back_at_once()
     stop.send(true).expect("stop");
     handle.await.expect("pool");
 }
+
+/// A busy pool does not claim again after every finished job when its last claim came back
+/// short; it looks again when woken or when a delayed job comes due. Here the pool is never
+/// woken after the delayed job is queued, and its idle poll is an hour: only its timer for
+/// the next due job can start it, while another job holds a slot.
+#[tokio::test]
+async fn a_busy_pool_still_runs_a_delayed_job_when_it_comes_due() {
+    let c = ctx().await;
+    let mut cfg = config("w");
+    cfg.idle_poll = Duration::from_secs(3600);
+    cfg.reap_every = Duration::from_secs(3600);
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = hold.clone();
+    let pool = WorkerPool::new(c.store.clone(), cfg).register(
+        KIND,
+        move |job: wedsync_store::queue::Job| {
+            let (seen, held) = (seen_tx.clone(), held.clone());
+            async move {
+                let n = job.payload["n"].as_i64().unwrap_or(-1);
+                let _ = seen.send(n);
+                if n == 1 {
+                    held.acquire().await.expect("open").forget();
+                }
+                Ok(())
+            }
+        },
+        4,
+        RetryPolicy::default(),
+    );
+    let (stop, stopped) = watch::channel(false);
+    let handle = pool.spawn(stopped);
+    c.store.enqueue(job(1)).await.expect("enqueue");
+    assert_eq!(recv(&mut seen).await, 1);
+    // Queued for 300 ms from now, in a transaction that wakes no one.
+    let mut later = job(2);
+    later.run_at = Some(c.clock_now() + TimeDelta::milliseconds(300));
+    let tx = c.store.connection().begin().await.expect("begin");
+    enqueue_in(&tx, c.clock_now(), later)
+        .await
+        .expect("enqueue");
+    tx.commit().await.expect("commit");
+    // A third job, queued and woken for, finishes while the delayed one waits: the pool's
+    // claim then comes back short of room, and nothing wakes it again.
+    c.store.enqueue(job(3)).await.expect("enqueue");
+    assert_eq!(recv(&mut seen).await, 3);
+    c.clock.advance(TimeDelta::milliseconds(300));
+    assert_eq!(
+        recv(&mut seen).await,
+        2,
+        "the delayed job ran on the pool's timer"
+    );
+    hold.add_permits(1);
+    stop.send(true).expect("stop");
+    handle.await.expect("pool");
+}
