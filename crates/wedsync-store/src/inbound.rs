@@ -15,6 +15,7 @@ use wedsync_core::id::{EventId, OrgId, RequestId, SourceId};
 
 use crate::page::{Page, PageRequest, paginate};
 use crate::queue::{NewJob, enqueue_in};
+use crate::worker::Reservation;
 use crate::{Actor, Store, StoreError, StoreResult};
 
 /// The job kind that routes an inbound event to its consumers.
@@ -211,42 +212,64 @@ impl Store {
     /// the whole batch is one statement that commits by itself ([`PG_INGEST`]): one round
     /// trip, with the same text for every batch; the requests duplicates repeat are read
     /// after it (see the comment there).
+    ///
+    /// A routing job that a worker pool of this process has room for is inserted already
+    /// claimed in that pool's name and handed to it once the batch commits
+    /// ([`crate::worker::LocalTakers`]): no claim and no wake-up. Others are inserted ready
+    /// and wake the workers (on PostgreSQL every node's, by `NOTIFY`).
     pub async fn ingest_many(
         &self,
         batch: Vec<(IncomingRequest, Vec<NewEvent>)>,
     ) -> StoreResult<Vec<Ingested>> {
-        use std::collections::HashSet;
         let now = self.clock().now();
         let pending = pending_batch(now, batch);
         let links = self.read_links(now, &pending).await?;
         let events = event_rows(now, &pending, &links);
-        let (inserted, existing) = if self.backend() == crate::Backend::Sqlite {
+        // Routing jobs a pool of this process will run are inserted already claimed for it
+        // and handed over after the commit: no claim, no wake-up.
+        let mut claims: Vec<Option<crate::worker::Reservation>> = events
+            .groups
+            .iter()
+            .map(|_| self.local_takers().reserve(ROUTE_KIND, now))
+            .collect();
+        let written = if self.backend() == crate::Backend::Sqlite {
             let all = request_statements(now, &pending)
                 .into_iter()
-                .chain(event_statements(now, &events))
+                .chain(event_statements(now, &events, &claims))
                 .collect();
-            let tx = self.write_tx().await?;
-            let inserted: HashSet<String> = returned_ids(&crate::sql::run_all(&*tx, all).await?)?;
-            // The stored request each duplicate repeats, read in the transaction, so that
-            // an outcome is an error only when nothing was stored.
-            let existing = repeated_requests(&*tx, &pending, &inserted).await?;
-            tx.commit().await?;
-            (inserted, existing)
+            async {
+                let tx = self.write_tx().await?;
+                let (inserted, jobs) = split_returned(&crate::sql::run_all(&*tx, all).await?)?;
+                // The stored request each duplicate repeats, read in the transaction, so
+                // that an outcome is an error only when nothing was stored.
+                let existing = repeated_requests(&*tx, &pending, &inserted).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>((inserted, jobs, existing))
+            }
+            .await
         } else {
             // One statement that commits by itself ([`PG_INGEST`]).
-            let rows = self
-                .connection()
-                .query_all_raw(pg_ingest_statement(now, &pending, &events))
-                .await?;
-            let inserted: HashSet<String> = returned_ids(&rows)?;
+            let statement = pg_ingest_statement(now, &pending, &events, &claims);
+            match self.connection().query_all_raw(statement).await {
+                Ok(rows) => split_returned(&rows)
+                    .map(|(inserted, jobs)| (inserted, jobs, std::collections::HashMap::new())),
+                Err(error) => Err(error.into()),
+            }
+        };
+        let (inserted, jobs, mut existing) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                claims.drain(..).flatten().for_each(Reservation::release);
+                return Err(error);
+            }
+        };
+        self.hand_over_routes(now, &events.groups, claims, jobs)
+            .await;
+        if self.backend() == crate::Backend::Postgres {
             // The requests duplicates repeat are read after that commit. Should this read
             // fail, the batch's senders are told to retry, and their retries are answered
             // as duplicates: nothing is lost or stored twice.
-            let existing = repeated_requests(self.connection(), &pending, &inserted).await?;
-            (inserted, existing)
-        };
-        if !inserted.is_empty() {
-            self.wake_workers();
+            existing = repeated_requests(self.connection(), &pending, &inserted).await?;
         }
         let event_ids = events.event_ids;
         let stored = |p: &Pending| -> StoreResult<Ingested> {
@@ -452,6 +475,17 @@ impl Store {
     /// in one statement (`queue::relaxed_exec`): a mark lost in a power cut only means the
     /// job, whose completion is relaxed too, routes the event again, to no one.
     pub async fn route_events(&self, batch: &[RouteRequest]) -> StoreResult<Vec<Option<Routed>>> {
+        self.route_events_marking(batch, true).await
+    }
+
+    /// [`Store::route_events`]; with `mark_unsent` false, events nothing was sent for are
+    /// not marked here: the routing job marks them with its completion
+    /// ([`RouteHandler::on_success`]), one write instead of two.
+    async fn route_events_marking(
+        &self,
+        batch: &[RouteRequest],
+        mark_unsent: bool,
+    ) -> StoreResult<Vec<Option<Routed>>> {
         use std::collections::HashMap;
         let now = self.clock().now();
         let backend = self.backend();
@@ -518,6 +552,9 @@ impl Store {
             (sql, values)
         };
         if !fan_outs {
+            if !mark_unsent {
+                return Ok(out);
+            }
             for chunk in found.chunks(ROWS_PER_STATEMENT) {
                 let (sql, values) = marks(chunk);
                 crate::queue::relaxed_exec(self, &sql, values).await?;
@@ -599,7 +636,7 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
         move |batch: Vec<RouteRequest>| {
             let store = routing.clone();
             async move {
-                match store.route_events(&batch).await {
+                match store.route_events_marking(&batch, false).await {
                     Ok(routed) => Ok(routed.into_iter().map(Ok).collect()),
                     Err(error) if batch.len() == 1 => Ok(vec![Err(error.to_string())]),
                     Err(_) => {
@@ -607,7 +644,7 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
                         for request in batch {
                             each.push(
                                 store
-                                    .route_events(std::slice::from_ref(&request))
+                                    .route_events_marking(std::slice::from_ref(&request), false)
                                     .await
                                     .map(|mut r| r.pop().flatten())
                                     .map_err(|e| e.to_string()),
@@ -619,10 +656,20 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
             }
         },
     );
-    move |job: crate::queue::Job| {
-        let store = store.clone();
-        let router = router.clone();
-        async move {
+    RouteHandler { store, router }
+}
+
+/// See [`route_handler`].
+struct RouteHandler {
+    store: Store,
+    router: crate::group_commit::GroupCommit<RouteRequest, Result<Option<Routed>, String>>,
+}
+
+impl crate::worker::JobHandler for RouteHandler {
+    fn run(&self, job: crate::queue::Job) -> crate::worker::JobFuture {
+        let store = self.store.clone();
+        let router = self.router.clone();
+        Box::pin(async move {
             let event_ids = route_job_events(&job.payload).ok_or_else(|| {
                 crate::worker::JobError::Permanent("payload has no event_ids".into())
             })?;
@@ -663,7 +710,22 @@ pub fn route_handler(store: Store) -> impl crate::worker::JobHandler {
                     failed.join("; ")
                 )))
             }
-        }
+        })
+    }
+
+    /// Marks the job's events routed where routing did not (nothing was sent for them),
+    /// with the job's completion. A job that routed nothing new finds them marked already.
+    fn on_success(&self, job: &crate::queue::Job) -> Option<(String, Vec<Value>)> {
+        let ids = route_job_events(&job.payload).filter(|ids| !ids.is_empty())?;
+        let mut values: Vec<Value> = vec![to_micros(self.store.clock().now()).into()];
+        values.extend(ids.iter().map(|id| Value::from(id.clone())));
+        Some((
+            format!(
+                "UPDATE events SET routed_at = $1 WHERE routed_at IS NULL AND id IN ({})",
+                crate::queue::placeholders(2, ids.len())
+            ),
+            values,
+        ))
     }
 }
 
@@ -763,16 +825,88 @@ async fn stored_requests<C: ConnectionTrait>(
     Ok(existing)
 }
 
+/// What an ingest's writes returned: the ids of the requests that were new, and the routing
+/// jobs inserted (id, payload).
+type Returned = (std::collections::HashSet<String>, Vec<(String, String)>);
+
+/// Splits an ingest's returned rows: a job's row has a `job_id`, a request's only its `id`.
+fn split_returned(rows: &[sea_orm::QueryResult]) -> StoreResult<Returned> {
+    let mut requests = std::collections::HashSet::new();
+    let mut jobs = Vec::new();
+    for r in rows {
+        match r.try_get::<Option<String>>("", "job_id").ok().flatten() {
+            Some(job) => jobs.push((job, r.try_get("", "payload")?)),
+            None => {
+                requests.insert(r.try_get("", "id")?);
+            }
+        }
+    }
+    Ok((requests, jobs))
+}
+
+impl Store {
+    /// After an ingest commits: hands each routing job inserted already claimed to its local
+    /// pool, frees the slots of groups whose job was not inserted (all its requests were
+    /// duplicates), and wakes the workers if a job was inserted ready.
+    async fn hand_over_routes(
+        &self,
+        now: DateTime<Utc>,
+        groups: &[RouteGroup],
+        claims: Vec<Option<Reservation>>,
+        inserted: Vec<(String, String)>,
+    ) {
+        let mut payloads: std::collections::HashMap<String, String> =
+            inserted.into_iter().collect();
+        let mut wake = false;
+        let mut refused = Vec::new();
+        for (group, claim) in groups.iter().zip(claims) {
+            let payload = payloads.remove(&group.job_id);
+            match (claim, payload) {
+                (Some(claim), Some(payload)) => {
+                    let job = crate::queue::Job {
+                        id: group.job_id.clone(),
+                        org_id: Some(group.org.clone()),
+                        kind: ROUTE_KIND.to_owned(),
+                        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+                        priority: group.priority,
+                        state: crate::queue::JobState::Running,
+                        run_at: now,
+                        attempts: 1,
+                        max_attempts: ROUTE_MAX_ATTEMPTS,
+                        dedupe_key: Some(format!("route:{}", group.events[0])),
+                        lease_owner: Some(claim.worker.clone()),
+                        lease_expires_at: Some(claim.lease_until),
+                        last_error: None,
+                        created_at: now,
+                        updated_at: now,
+                        finished_at: None,
+                    };
+                    let worker = claim.worker.clone();
+                    if let Err(id) = claim.hand_over(job) {
+                        refused.push((worker, id));
+                    }
+                }
+                (Some(claim), None) => claim.release(),
+                (None, Some(_)) => wake = true,
+                (None, None) => {}
+            }
+        }
+        // A pool that stopped between the reservation and now: its jobs go back to the
+        // queue for whichever pool runs next (or to the reaper, should that fail).
+        for (worker, id) in refused {
+            if let Err(error) = self.defer(&worker, &id, now).await {
+                tracing::warn!(%error, job = %id, "could not hand a routing job back; it will be reaped");
+            }
+            wake = true;
+        }
+        if wake {
+            self.wake_workers();
+        }
+    }
+}
+
 /// A statement with `$N` placeholders and its values.
 type SqlWithValues = (String, Vec<Value>);
-
-/// The ids a `RETURNING id` gave back.
-fn returned_ids(rows: &[sea_orm::QueryResult]) -> StoreResult<std::collections::HashSet<String>> {
-    Ok(rows
-        .iter()
-        .map(|r| r.try_get::<String>("", "id"))
-        .collect::<Result<_, _>>()?)
-}
 
 /// A request of a batch, about to be written.
 struct Pending {
@@ -960,40 +1094,75 @@ const ROUTE_BATCH: usize = 256;
 /// were (those of requests that turned out to be duplicates are not listed).
 fn route_jobs_statement(
     now: DateTime<Utc>,
-    groups: &[(String, i32, Vec<String>)],
+    groups: &[RouteGroup],
+    claims: &[Option<crate::worker::Reservation>],
 ) -> SqlWithValues {
     let mut values: Vec<Value> = vec![to_micros(now).into()];
     let mut selects = Vec::with_capacity(groups.len());
-    for (org, priority, ids) in groups {
+    for (group, claim) in groups.iter().zip(claims) {
         let n = values.len() + 1;
+        let (attempts, state, owner, expires) = claimed_columns(claim.as_ref());
         values.extend([
-            Value::from(wedsync_core::id::JobId::new_at(now).to_string()),
-            org.clone().into(),
-            (*priority).into(),
-            format!("route:{}", ids[0]).into(),
+            Value::from(group.job_id.clone()),
+            group.org.clone().into(),
+            group.priority.into(),
+            format!("route:{}", group.events[0]).into(),
+            attempts.into(),
+            state.into(),
+            owner.into(),
+            expires.into(),
         ]);
-        let listed = crate::queue::placeholders(values.len() + 1, ids.len());
-        values.extend(ids.iter().map(|id| Value::from(id.clone())));
+        let listed = crate::queue::placeholders(values.len() + 1, group.events.len());
+        values.extend(group.events.iter().map(|id| Value::from(id.clone())));
         selects.push(format!(
             "SELECT ${n}, ${}, '{ROUTE_KIND}', \
              (SELECT json_object('event_ids', json_group_array(id)) FROM \
               (SELECT id FROM events WHERE id IN ({listed}) ORDER BY id)), \
-             ${}, ${}, $1, 0, {ROUTE_MAX_ATTEMPTS}, 'ready', NULL, NULL, NULL, $1, $1, NULL \
+             ${}, ${}, $1, ${}, {ROUTE_MAX_ATTEMPTS}, ${}, ${}, ${}, NULL, $1, $1, NULL \
              WHERE EXISTS (SELECT 1 FROM events e WHERE e.id IN ({listed}))",
             n + 1,
             n + 2,
-            n + 3
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7
         ));
     }
     (
         format!(
             "INSERT INTO jobs (id, org_id, kind, payload, priority, dedupe_key, run_at, attempts, \
              max_attempts, state, lease_owner, lease_expires_at, last_error, created_at, updated_at, finished_at) \
-             {} ON CONFLICT (dedupe_key) DO NOTHING",
+             {} ON CONFLICT (dedupe_key) DO NOTHING RETURNING id AS job_id, payload",
             selects.join(" UNION ALL ")
         ),
         values,
     )
+}
+
+/// A routing job's `attempts`, `state`, `lease_owner` and `lease_expires_at`: ready, or
+/// already claimed for a local pool (its first attempt started).
+fn claimed_columns(
+    claim: Option<&crate::worker::Reservation>,
+) -> (i32, &'static str, Option<String>, Option<i64>) {
+    match claim {
+        Some(c) => (
+            1,
+            "running",
+            Some(c.worker.clone()),
+            Some(to_micros(c.lease_until)),
+        ),
+        None => (0, "ready", None, None),
+    }
+}
+
+/// A routing job of an ingest batch: one per organisation and priority, listing its events
+/// in arrival order (at most [`ROUTE_BATCH`]).
+struct RouteGroup {
+    job_id: String,
+    org: String,
+    priority: i32,
+    events: Vec<String>,
 }
 
 /// The events of a batch's requests (their own, not a repeat's within the batch), linked to
@@ -1005,7 +1174,7 @@ struct EventRows {
     /// The routing jobs: one per organisation and priority, listing its events in arrival
     /// order (at most [`ROUTE_BATCH`]), so a batch of any size adds one or two job rows, not
     /// one per event.
-    groups: Vec<(String, i32, Vec<String>)>,
+    groups: Vec<RouteGroup>,
     /// Each request's event ids, in order.
     event_ids: std::collections::HashMap<String, Vec<String>>,
 }
@@ -1046,17 +1215,21 @@ fn event_rows(now: DateTime<Utc>, pending: &[Pending], links: &Links) -> EventRo
             } else {
                 wedsync_core::calendar::PRIORITY_NORMAL
             };
-            let group =
-                match out.groups.iter().position(|(o, pr, ids)| {
-                    *o == org && *pr == priority && ids.len() < ROUTE_BATCH
-                }) {
-                    Some(g) => g,
-                    None => {
-                        out.groups.push((org.clone(), priority, Vec::new()));
-                        out.groups.len() - 1
-                    }
-                };
-            out.groups[group].2.push(id.clone());
+            let group = match out.groups.iter().position(|g| {
+                g.org == org && g.priority == priority && g.events.len() < ROUTE_BATCH
+            }) {
+                Some(g) => g,
+                None => {
+                    out.groups.push(RouteGroup {
+                        job_id: wedsync_core::id::JobId::new_at(now).to_string(),
+                        org: org.clone(),
+                        priority,
+                        events: Vec::new(),
+                    });
+                    out.groups.len() - 1
+                }
+            };
+            out.groups[group].events.push(id.clone());
             out.rows.push((
                 [
                     Value::from(id.clone()),
@@ -1087,7 +1260,11 @@ fn event_rows(now: DateTime<Utc>, pending: &[Pending], links: &Links) -> EventRo
 /// EXISTS` the request row with the id this batch gave it, which holds exactly for the
 /// requests the insert before kept, and each routing job `WHERE EXISTS` one of its events
 /// ([`route_jobs_statement`]).
-fn event_statements(now: DateTime<Utc>, events: &EventRows) -> Vec<SqlWithValues> {
+fn event_statements(
+    now: DateTime<Utc>,
+    events: &EventRows,
+    claims: &[Option<crate::worker::Reservation>],
+) -> Vec<SqlWithValues> {
     let mut statements = Vec::new();
     for chunk in events.rows.chunks(ROWS_PER_STATEMENT) {
         let mut values: Vec<Value> = vec![to_micros(now).into()];
@@ -1116,7 +1293,7 @@ fn event_statements(now: DateTime<Utc>, events: &EventRows) -> Vec<SqlWithValues
         ));
     }
     if !events.groups.is_empty() {
-        statements.push(route_jobs_statement(now, &events.groups));
+        statements.push(route_jobs_statement(now, &events.groups, claims));
     }
     statements
 }
@@ -1127,10 +1304,12 @@ fn event_statements(now: DateTime<Utc>, events: &EventRows) -> Vec<SqlWithValues
 /// events and routing jobs arrive as three JSON arrays (`json_to_recordset`); the events
 /// are inserted for the new requests only (those the requests' `ON CONFLICT DO NOTHING`
 /// returned), each job lists the events of its group that were inserted and exists only if
-/// one was, and the workers' wake-up is sent with it (`woken`, a plain `SELECT`, runs only
-/// because the result refers to it, and only when a request was new; the inserting CTEs
-/// always run). The rows returned are the new requests' ids. A foreign key from an event to its request is checked at the end of the
-/// statement, when the request row is there.
+/// one was. A job is inserted ready, or already claimed for a pool of this process
+/// ([`crate::worker::LocalTakers`]); the workers' wake-up (`woken`, a plain `SELECT`, runs
+/// only because the result refers to it; the inserting CTEs always run) is sent when a ready
+/// one was inserted. The rows returned are the new requests' ids (`id`) and the inserted
+/// jobs (`job_id`, `payload`). A foreign key from an event to its request is checked at the
+/// end of the statement, when the request row is there.
 const PG_INGEST: &str = "WITH \
     rq AS (SELECT * FROM json_to_recordset($2::json) AS x(id text, org_id text, source_id text, \
            dedupe_key text, headers text, content_type text, body text, body_encoding text)), \
@@ -1146,21 +1325,30 @@ const PG_INGEST: &str = "WITH \
           SELECT id, org_id, source_id, request_id, event_type, subject, time, data, couple_id, \
           booking_id, $1, NULL FROM ev WHERE request_id IN (SELECT id FROM r) RETURNING id), \
     g AS (SELECT * FROM json_to_recordset($4::json) AS x(grp int, id text, org_id text, \
-          priority int, dedupe_key text)), \
+          priority int, dedupe_key text, attempts int, state text, lease_owner text, \
+          lease_expires_at bigint)), \
     listed AS (SELECT ev.grp, json_agg(ev.id ORDER BY ev.id) AS ids FROM ev JOIN e ON e.id = ev.id \
                GROUP BY ev.grp), \
     j AS (INSERT INTO jobs (id, org_id, kind, payload, priority, dedupe_key, run_at, attempts, \
           max_attempts, state, lease_owner, lease_expires_at, last_error, created_at, updated_at, \
           finished_at) \
           SELECT g.id, g.org_id, $5, json_build_object('event_ids', listed.ids)::text, g.priority, \
-          g.dedupe_key, $1, 0, $6, 'ready', NULL, NULL, NULL, $1, $1, NULL \
+          g.dedupe_key, $1, g.attempts, $6, g.state, g.lease_owner, g.lease_expires_at, NULL, \
+          $1, $1, NULL \
           FROM g JOIN listed ON listed.grp = g.grp \
-          ON CONFLICT (dedupe_key) DO NOTHING RETURNING 1), \
-    woken AS (SELECT pg_notify($7, $5) FROM (SELECT 1 FROM r LIMIT 1) AS any_new) \
-    SELECT id FROM r WHERE (SELECT count(*) FROM woken) >= 0";
+          ON CONFLICT (dedupe_key) DO NOTHING RETURNING id, payload, state), \
+    woken AS (SELECT pg_notify($7, $5) FROM (SELECT 1 FROM j WHERE state = 'ready' LIMIT 1) AS any_ready) \
+    SELECT id, NULL::text AS job_id, NULL::text AS payload FROM r \
+    WHERE (SELECT count(*) FROM woken) >= 0 \
+    UNION ALL SELECT NULL, id, payload FROM j";
 
 /// The statement and values of [`PG_INGEST`] for a batch.
-fn pg_ingest_statement(now: DateTime<Utc>, pending: &[Pending], events: &EventRows) -> Statement {
+fn pg_ingest_statement(
+    now: DateTime<Utc>,
+    pending: &[Pending],
+    events: &EventRows,
+    claims: &[Option<crate::worker::Reservation>],
+) -> Statement {
     let object = |names: &[&str], row: &[Value]| -> serde_json::Value {
         names
             .iter()
@@ -1214,14 +1402,20 @@ fn pg_ingest_statement(now: DateTime<Utc>, pending: &[Pending], events: &EventRo
     let groups: Vec<serde_json::Value> = events
         .groups
         .iter()
+        .zip(claims)
         .enumerate()
-        .map(|(i, (org, priority, ids))| {
+        .map(|(i, (group, claim))| {
+            let (attempts, state, owner, expires) = claimed_columns(claim.as_ref());
             serde_json::json!({
                 "grp": i,
-                "id": wedsync_core::id::JobId::new_at(now).to_string(),
-                "org_id": org,
-                "priority": priority,
-                "dedupe_key": format!("route:{}", ids[0]),
+                "id": group.job_id,
+                "org_id": group.org,
+                "priority": group.priority,
+                "dedupe_key": format!("route:{}", group.events[0]),
+                "attempts": attempts,
+                "state": state,
+                "lease_owner": owner,
+                "lease_expires_at": expires,
             })
         })
         .collect();

@@ -787,9 +787,22 @@ async fn a_batch_gets_one_routing_job_per_organisation_and_priority_and_each_rou
     assert!(routine.contains(&(Some(other.id.to_string()), ids(2))));
 
     // Each job routes every event it lists; an event that no longer exists is skipped.
+    // Events nothing was sent for are marked routed with the job's completion: the pool
+    // writes the handler's `on_success` statement with it, as done here.
+    use sea_orm::ConnectionTrait as _;
     let handler = wedsync_store::inbound::route_handler(c.store.clone());
     for job in jobs {
-        handler.run(job).await.expect("routed");
+        handler.run(job.clone()).await.expect("routed");
+        let (sql, values) = handler.on_success(&job).expect("a mark to write");
+        c.store
+            .connection()
+            .execute_raw(sea_orm::Statement::from_sql_and_values(
+                c.store.backend(),
+                sql,
+                values,
+            ))
+            .await
+            .expect("marked");
     }
     for (o, i) in [(org.id, 0), (org.id, 1), (other.id, 2), (org.id, 3)] {
         for id in ids(i) {
@@ -865,4 +878,190 @@ async fn a_postgres_batch_wakes_every_nodes_workers_once_it_is_stored() {
         .expect("a wake-up arrives")
         .expect("notification");
     assert_eq!(woken.payload(), wedsync_store::inbound::ROUTE_KIND);
+}
+
+/// A routing job that a worker pool of this process has room for is inserted already claimed
+/// in that pool's name and handed to it, without a claim or a wake-up; one it has no room
+/// for is inserted ready (and wakes the workers), and so is every job once the pool stops.
+#[tokio::test]
+async fn routing_jobs_go_straight_to_a_local_pool_with_room() {
+    use wedsync_store::inbound::ROUTE_KIND;
+    use wedsync_store::queue::JobState;
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let source = stripe_source(&c.store, &org.id).await;
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let handler_gate = gate.clone();
+    let config = wedsync_store::worker::PoolConfig {
+        worker_id: "local".into(),
+        // Only a hand-over or a wake-up can start a job within this test.
+        idle_poll: std::time::Duration::from_secs(3600),
+        reap_every: std::time::Duration::from_secs(3600),
+        vacuum_every: None,
+        ..Default::default()
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let pool = wedsync_store::worker::WorkerPool::new(c.store.clone(), config)
+        .register(
+            ROUTE_KIND,
+            move |job: wedsync_store::queue::Job| {
+                let (seen, gate) = (seen_tx.clone(), handler_gate.clone());
+                async move {
+                    let _ = seen.send(job);
+                    gate.acquire().await.expect("open").forget();
+                    Ok(())
+                }
+            },
+            1,
+            Default::default(),
+        )
+        .spawn(stopped);
+    let ev = || NewEvent {
+        event_type: "payment.completed".into(),
+        subject: None,
+        time: c.clock_now(),
+        data: serde_json::json!({}),
+        couple_ref: None,
+        booking_ref: None,
+    };
+    let ingest = |key: &'static str| {
+        let (store, source, event) = (c.store.clone(), source.clone(), ev());
+        async move {
+            let woken = store.woken();
+            let mut notified = Box::pin(woken.notified());
+            notified.as_mut().enable();
+            let out = store
+                .ingest(request(&source, org.id, key), vec![event])
+                .await
+                .expect("ingest");
+            let Ingested::Accepted { event_ids, .. } = out else {
+                panic!("accepted: {out:?}")
+            };
+            // Polled once: ready only if a wake-up came during the ingest.
+            let woken = tokio::time::timeout(std::time::Duration::ZERO, notified)
+                .await
+                .is_ok();
+            (event_ids, woken)
+        }
+    };
+    let job_of = |events: Vec<String>| {
+        let store = c.store.clone();
+        async move {
+            let all = store
+                .list_jobs(
+                    None,
+                    &wedsync_store::queue::JobFilter {
+                        state: None,
+                        kind: Some(ROUTE_KIND.into()),
+                    },
+                    &Default::default(),
+                )
+                .await
+                .expect("jobs")
+                .data;
+            all.into_iter()
+                .find(|j| j.payload["event_ids"] == serde_json::json!(events))
+                .expect("a routing job lists the events")
+        }
+    };
+    // Room: inserted claimed by the pool, handed over, nobody woken.
+    let (first, woken) = ingest("stripe:1").await;
+    assert!(!woken, "a job handed over wakes no one");
+    let stored = job_of(first.clone()).await;
+    assert_eq!(stored.state, JobState::Running);
+    assert_eq!(stored.lease_owner.as_deref(), Some("local"));
+    assert_eq!(stored.attempts, 1);
+    let running = next_job(&mut seen).await;
+    assert_eq!(running.id, stored.id);
+    assert_eq!(running.payload["event_ids"], serde_json::json!(first));
+
+    // No room (its one slot is busy): ready, and the workers are woken.
+    let (second, woken) = ingest("stripe:2").await;
+    assert!(woken, "a ready job wakes the workers");
+    let waiting = job_of(second.clone()).await;
+    assert_eq!(waiting.state, JobState::Ready);
+    assert_eq!(waiting.lease_owner, None);
+
+    // Once the slot is free the pool claims it, as it would any ready job.
+    gate.add_permits(1);
+    let claimed = next_job(&mut seen).await;
+    assert_eq!(claimed.id, waiting.id);
+    gate.add_permits(1);
+
+    // A stopped pool takes nothing: the job waits, ready, for the next one.
+    stop.send(true).expect("stop");
+    pool.await.expect("pool");
+    let (third, woken) = ingest("stripe:3").await;
+    assert!(woken);
+    assert_eq!(job_of(third).await.state, JobState::Ready);
+    assert_eq!(job_of(first).await.state, JobState::Succeeded);
+    assert_eq!(job_of(second).await.state, JobState::Succeeded);
+}
+
+async fn next_job(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<wedsync_store::queue::Job>,
+) -> wedsync_store::queue::Job {
+    tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+        .await
+        .expect("in time")
+        .expect("open")
+}
+
+/// Through a worker pool, as on a node: an event nothing is subscribed to is routed, and
+/// marked so with its job's completion (the route handler's `on_success`), not by a write
+/// of its own.
+#[tokio::test]
+async fn a_pool_marks_events_routed_with_the_completion_of_their_job() {
+    let c = ctx().await;
+    let org = org(&c.store, "Lens & Lace").await;
+    let source = stripe_source(&c.store, &org.id).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let pool = wedsync_store::worker::WorkerPool::new(
+        c.store.clone(),
+        wedsync_store::worker::PoolConfig {
+            worker_id: "node".into(),
+            idle_poll: std::time::Duration::from_secs(3600),
+            vacuum_every: None,
+            ..Default::default()
+        },
+    )
+    .register(
+        wedsync_store::inbound::ROUTE_KIND,
+        wedsync_store::inbound::route_handler(c.store.clone()),
+        4,
+        Default::default(),
+    )
+    .spawn(stopped);
+    let ev = NewEvent {
+        event_type: "payment.completed".into(),
+        subject: None,
+        time: c.clock_now(),
+        data: serde_json::json!({}),
+        couple_ref: None,
+        booking_ref: None,
+    };
+    let Ingested::Accepted { event_ids, .. } = c
+        .store
+        .ingest(request(&source, org.id, "stripe:1"), vec![ev])
+        .await
+        .expect("ingest")
+    else {
+        panic!("accepted")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (event, _) = c
+            .store
+            .get_event(&org.id, &event_ids[0])
+            .await
+            .expect("event");
+        if event.routedat.is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "routed in time");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    stop.send(true).expect("stop");
+    pool.await.expect("pool");
 }
