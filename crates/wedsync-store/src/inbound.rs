@@ -205,13 +205,12 @@ impl Store {
     /// prunes a job row per batch instead of one per event (wedding-day events keep a job of
     /// their own at the highest priority).
     ///
-    /// On SQLite the three multi-row inserts go to the database in one hand-off, inside the
-    /// write gate's transaction, the events and jobs inserted only where their request was
-    /// ([`event_statements`]); the request a duplicate repeats is read in the same
-    /// transaction, so an error always means nothing of the batch was stored. On PostgreSQL
-    /// the whole batch is one statement that commits by itself ([`PG_INGEST`]): one round
-    /// trip, with the same text for every batch; the requests duplicates repeat are read
-    /// after it (see the comment there).
+    /// On SQLite the transaction (`BEGIN IMMEDIATE`, the three multi-row inserts, `COMMIT`)
+    /// goes to the database in one hand-off ([`Store::sqlite_write_once`]), the events and
+    /// jobs inserted only where their request was ([`event_statements`]). On PostgreSQL the
+    /// whole batch is one statement that commits by itself ([`PG_INGEST`]): one round trip,
+    /// with the same text for every batch. On both, the requests duplicates repeat are read
+    /// after the commit (see the comment there).
     ///
     /// A routing job that a worker pool of this process has room for is inserted already
     /// claimed in that pool's name and handed to it once the batch commits
@@ -237,26 +236,20 @@ impl Store {
                 .into_iter()
                 .chain(event_statements(now, &events, &claims))
                 .collect();
-            async {
-                let tx = self.write_tx().await?;
-                let (inserted, jobs) = split_returned(&crate::sql::run_all(&*tx, all).await?)?;
-                // The stored request each duplicate repeats, read in the transaction, so
-                // that an outcome is an error only when nothing was stored.
-                let existing = repeated_requests(&*tx, &pending, &inserted).await?;
-                tx.commit().await?;
-                Ok::<_, StoreError>((inserted, jobs, existing))
+            // One transaction in one hand-off ([`Store::sqlite_write_once`]).
+            match self.sqlite_write_once(all).await {
+                Ok(rows) => split_returned(&rows),
+                Err(error) => Err(error),
             }
-            .await
         } else {
             // One statement that commits by itself ([`PG_INGEST`]).
             let statement = pg_ingest_statement(now, &pending, &events, &claims);
             match self.connection().query_all_raw(statement).await {
-                Ok(rows) => split_returned(&rows)
-                    .map(|(inserted, jobs)| (inserted, jobs, std::collections::HashMap::new())),
+                Ok(rows) => split_returned(&rows),
                 Err(error) => Err(error.into()),
             }
         };
-        let (inserted, jobs, mut existing) = match written {
+        let (inserted, jobs) = match written {
             Ok(written) => written,
             Err(error) => {
                 claims.drain(..).flatten().for_each(Reservation::release);
@@ -265,12 +258,10 @@ impl Store {
         };
         self.hand_over_routes(now, &events.groups, claims, jobs)
             .await;
-        if self.backend() == crate::Backend::Postgres {
-            // The requests duplicates repeat are read after that commit. Should this read
-            // fail, the batch's senders are told to retry, and their retries are answered
-            // as duplicates: nothing is lost or stored twice.
-            existing = repeated_requests(self.connection(), &pending, &inserted).await?;
-        }
+        // The requests duplicates repeat are read after the commit. Should this read fail,
+        // the batch's senders are told to retry, and their retries are answered as
+        // duplicates: nothing is lost or stored twice.
+        let existing = repeated_requests(self.connection(), &pending, &inserted).await?;
         let event_ids = events.event_ids;
         let stored = |p: &Pending| -> StoreResult<Ingested> {
             if inserted.contains(&p.request_id) {

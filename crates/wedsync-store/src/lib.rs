@@ -425,6 +425,67 @@ impl Store {
         })
     }
 
+    /// SQLite: runs `statements` (SQL with `$N` placeholders, and values) as one durable
+    /// transaction in a single hand-off to a connection's thread: `BEGIN IMMEDIATE`, the
+    /// statements and `COMMIT` go as one text, joined and bound before the write turn is
+    /// taken, so the turn holds SQLite's own work and the disk sync, not three round trips
+    /// to the thread and the binding. Returns the rows the statements produce, in order.
+    ///
+    /// Should anything fail, or the caller be cancelled midway, the connection is closed
+    /// instead of going back to the pool: closing it rolls back whatever ran, so nothing
+    /// of the batch is kept and no pooled connection is left inside a transaction.
+    pub(crate) async fn sqlite_write_once(
+        &self,
+        statements: Vec<(String, Vec<sea_orm::Value>)>,
+    ) -> StoreResult<Vec<sea_orm::QueryResult>> {
+        use sea_orm::sqlx::IntoArguments;
+        let (text, values) = sql::joined(statements)?;
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let text = format!("BEGIN IMMEDIATE;\n{text};\nCOMMIT");
+        let arguments =
+            <sea_query_sqlx::SqlxValues as IntoArguments<sea_orm::sqlx::Sqlite>>::into_arguments(
+                sea_query_sqlx::SqlxValues(sea_orm::sea_query::Values(values)),
+            );
+        let sqlx_err = |e: sea_orm::sqlx::Error| {
+            StoreError::from(sea_orm::DbErr::Query(sea_orm::RuntimeErr::SqlxError(
+                std::sync::Arc::new(e),
+            )))
+        };
+        let _turn = self.write_turn().await?;
+        let mut connection = Abandoned(Some(
+            self.db
+                .get_sqlite_connection_pool()
+                .acquire()
+                .await
+                .map_err(sqlx_err)?,
+        ));
+        let Some(c) = connection.0.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let outcome = sea_orm::sqlx::query_with(sea_orm::sqlx::AssertSqlSafe(text), arguments)
+            .fetch_all(&mut **c)
+            .await;
+        match outcome {
+            Ok(rows) => {
+                // Committed: the connection goes back to the pool.
+                connection.0.take();
+                Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect())
+            }
+            Err(error) => {
+                // An in-memory database lives only as long as its connection: there the
+                // transaction is rolled back and the connection kept. (Its error, when no
+                // transaction was open, says nothing that matters.)
+                if self.relaxed.is_none() {
+                    let _ = sea_orm::sqlx::query("ROLLBACK").execute(&mut **c).await;
+                    connection.0.take();
+                }
+                Err(sqlx_err(error))
+            }
+        }
+    }
+
     /// SQLite: waits for this process's write gate, for a write outside [`Store::write_tx`]
     /// (a single statement that commits by itself). `None` on PostgreSQL.
     pub(crate) async fn write_turn(
@@ -475,6 +536,18 @@ impl Store {
             relaxed.close().await?;
         }
         self.db.close().await.map_err(StoreError::from)
+    }
+}
+
+/// A pooled SQLite connection that is closed, not returned, unless taken out of here: see
+/// [`Store::sqlite_write_once`].
+struct Abandoned(Option<sea_orm::sqlx::pool::PoolConnection<sea_orm::sqlx::Sqlite>>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if let Some(mut connection) = self.0.take() {
+            connection.close_on_drop();
+        }
     }
 }
 

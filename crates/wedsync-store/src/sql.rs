@@ -53,6 +53,17 @@ pub(crate) async fn run_all<C: ConnectionTrait>(
         }
         return Ok(rows);
     }
+    let (text, all) = joined(statements)?;
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    db.query_all_raw(Statement::from_sql_and_values(backend, text, all))
+        .await
+}
+
+/// SQLite: `statements` as one text of several, with anonymous `?` parameters and their
+/// values in order ([`run_all`]); empty for none.
+pub(crate) fn joined(statements: Vec<(String, Vec<Value>)>) -> Result<(String, Vec<Value>), DbErr> {
     let mut text = String::new();
     let mut all = Vec::new();
     for (sql, values) in statements {
@@ -70,11 +81,7 @@ pub(crate) async fn run_all<C: ConnectionTrait>(
         text.push_str(&sql);
         all.extend(values);
     }
-    if text.is_empty() {
-        return Ok(Vec::new());
-    }
-    db.query_all_raw(Statement::from_sql_and_values(backend, text, all))
-        .await
+    Ok((text, all))
 }
 
 /// Rewrites `$N` placeholders outside quoted strings and identifiers into `?`, with the

@@ -1065,3 +1065,59 @@ async fn a_pool_marks_events_routed_with_the_completion_of_their_job() {
     stop.send(true).expect("stop");
     pool.await.expect("pool");
 }
+
+/// An in-memory SQLite database lives only as long as its connection, so a failed ingest
+/// there rolls back and keeps the connection (a file database's is closed instead): the
+/// database and what it held survive, and the next batch is stored.
+#[tokio::test]
+async fn a_failed_batch_on_an_in_memory_database_keeps_the_database() {
+    let store = wedsync_store::Store::connect(
+        &wedsync_store::StoreOptions::new("sqlite::memory:"),
+        std::sync::Arc::new(wedsync_core::clock::SystemClock),
+    )
+    .await
+    .expect("connect")
+    .with_master_key(wedsync_store::secrets::MasterKey::generate());
+    store.migrate().await.expect("migrate");
+    let org = org(&store, "Lens & Lace").await;
+    let source = stripe_source(&store, &org.id).await;
+    wedsync_store::testing::execute_raw(
+        &store,
+        "CREATE TRIGGER explode BEFORE INSERT ON events WHEN NEW.event_type = 'test.explode' \
+         BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    )
+    .await
+    .expect("trigger");
+    let ev = |event_type: &str| NewEvent {
+        event_type: event_type.into(),
+        subject: None,
+        time: chrono::Utc::now(),
+        data: serde_json::json!({}),
+        couple_ref: None,
+        booking_ref: None,
+    };
+    let failed = store
+        .ingest(
+            request(&source, org.id, "stripe:bad"),
+            vec![ev("test.explode")],
+        )
+        .await;
+    assert!(failed.is_err());
+    // Bounded: a connection left inside the failed transaction would make this wait.
+    let stored = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.ingest(
+            request(&source, org.id, "stripe:ok"),
+            vec![ev("payment.completed")],
+        ),
+    )
+    .await
+    .expect("not left waiting on the failed transaction")
+    .expect("the next batch is stored");
+    assert!(matches!(stored, Ingested::Accepted { .. }));
+    let requests =
+        wedsync_store::testing::query_i64(&store, "SELECT COUNT(*) AS n FROM inbound_requests")
+            .await
+            .expect("count");
+    assert_eq!(requests, 1, "only the good request");
+}
