@@ -82,8 +82,9 @@ pub trait JobHandler: Send + Sync + 'static {
 
     /// A statement (SQL with `$N` placeholders, and its values) that the pool writes
     /// together with the job's success, in the same hand-off to the database, for a handler
-    /// whose last write may as well wait for it. Like the completion it is relaxed: a power
-    /// cut can lose both, and then the job runs again. The default is none.
+    /// whose last write may as well wait for it. It is written just before the completion
+    /// and, like it, relaxed: a crash or power cut between or after them leaves the job to
+    /// run again, never completed without it. The default is none.
     fn on_success(&self, _job: &Job) -> Option<(String, Vec<sea_orm::Value>)> {
         None
     }
