@@ -704,19 +704,29 @@ impl crate::worker::JobHandler for RouteHandler {
         })
     }
 
-    /// Marks the job's events routed where routing did not (nothing was sent for them),
-    /// with the job's completion. A job that routed nothing new finds them marked already.
-    fn on_success(&self, job: &crate::queue::Job) -> Option<(String, Vec<Value>)> {
-        let ids = route_job_events(&job.payload).filter(|ids| !ids.is_empty())?;
-        let mut values: Vec<Value> = vec![to_micros(self.store.clock().now()).into()];
-        values.extend(ids.iter().map(|id| Value::from(id.clone())));
-        Some((
-            format!(
-                "UPDATE events SET routed_at = $1 WHERE routed_at IS NULL AND id IN ({})",
-                crate::queue::placeholders(2, ids.len())
-            ),
-            values,
-        ))
+    /// Marks the jobs' events routed where routing did not (nothing was sent for them),
+    /// with the jobs' completion: one statement per 500 events. Events routed with a
+    /// fan-out were marked in its transaction, and stay as they are.
+    fn on_success(&self, jobs: &[&crate::queue::Job]) -> Vec<(String, Vec<Value>)> {
+        let ids: Vec<String> = jobs
+            .iter()
+            .filter_map(|job| route_job_events(&job.payload))
+            .flatten()
+            .collect();
+        let now = to_micros(self.store.clock().now());
+        ids.chunks(ROWS_PER_STATEMENT)
+            .map(|chunk| {
+                let mut values: Vec<Value> = vec![now.into()];
+                values.extend(chunk.iter().map(|id| Value::from(id.clone())));
+                (
+                    format!(
+                        "UPDATE events SET routed_at = $1 WHERE routed_at IS NULL AND id IN ({})",
+                        crate::queue::placeholders(2, chunk.len())
+                    ),
+                    values,
+                )
+            })
+            .collect()
     }
 }
 

@@ -80,13 +80,14 @@ pub trait JobHandler: Send + Sync + 'static {
     /// run directly, or whose batch read failed).
     fn claimed(&self, _jobs: &[Job]) {}
 
-    /// A statement (SQL with `$N` placeholders, and its values) that the pool writes
-    /// together with the job's success, in the same hand-off to the database, for a handler
-    /// whose last write may as well wait for it. It is written just before the completion
-    /// and, like it, relaxed: a crash or power cut between or after them leaves the job to
-    /// run again, never completed without it. The default is none.
-    fn on_success(&self, _job: &Job) -> Option<(String, Vec<sea_orm::Value>)> {
-        None
+    /// Statements (SQL with `$N` placeholders, and values) that the pool writes together
+    /// with the success of `jobs` (this kind's successes in one batch of recordings), in the
+    /// same hand-off to the database, for a handler whose last write may as well wait for
+    /// it: a handful for the batch, not one per job. They are written just before the
+    /// completion and, like it, relaxed: a crash or power cut between or after them leaves
+    /// the jobs to run again, never completed without them. The default is none.
+    fn on_success(&self, _jobs: &[&Job]) -> Vec<(String, Vec<sea_orm::Value>)> {
+        Vec::new()
     }
 }
 
@@ -723,7 +724,7 @@ async fn record(
     batch: Vec<(Job, Result<(), JobError>)>,
 ) {
     let mut done = Vec::new();
-    let mut follow_ups = Vec::new();
+    let mut succeeded: Vec<Job> = Vec::new();
     // Whether a job was put back to run later: the claim loop may have looked for due jobs
     // before it was, and must look again.
     let mut put_back = false;
@@ -731,8 +732,8 @@ async fn record(
         let kind = job.kind.clone();
         let outcome_label = match outcome {
             Ok(()) => {
-                follow_ups.extend(handlers.get(&kind).and_then(|h| h.on_success(&job)));
-                done.push(job.id);
+                done.push(job.id.clone());
+                succeeded.push(job);
                 "succeeded"
             }
             Err(JobError::Deferred { until, reason }) => {
@@ -804,6 +805,13 @@ async fn record(
             .increment(1);
     }
     if !done.is_empty() {
+        let mut follow_ups = Vec::new();
+        for (kind, handler) in handlers {
+            let jobs: Vec<&Job> = succeeded.iter().filter(|j| &j.kind == kind).collect();
+            if !jobs.is_empty() {
+                follow_ups.extend(handler.on_success(&jobs));
+            }
+        }
         log_err(store.complete_with(worker, &done, follow_ups).await);
     }
     if put_back {

@@ -793,16 +793,19 @@ async fn a_batch_gets_one_routing_job_per_organisation_and_priority_and_each_rou
     let handler = wedsync_store::inbound::route_handler(c.store.clone());
     for job in jobs {
         handler.run(job.clone()).await.expect("routed");
-        let (sql, values) = handler.on_success(&job).expect("a mark to write");
-        c.store
-            .connection()
-            .execute_raw(sea_orm::Statement::from_sql_and_values(
-                c.store.backend(),
-                sql,
-                values,
-            ))
-            .await
-            .expect("marked");
+        let marks = handler.on_success(&[&job]);
+        assert_eq!(marks.len(), 1, "one statement marks the job's events");
+        for (sql, values) in marks {
+            c.store
+                .connection()
+                .execute_raw(sea_orm::Statement::from_sql_and_values(
+                    c.store.backend(),
+                    sql,
+                    values,
+                ))
+                .await
+                .expect("marked");
+        }
     }
     for (o, i) in [(org.id, 0), (org.id, 1), (other.id, 2), (org.id, 3)] {
         for id in ids(i) {
