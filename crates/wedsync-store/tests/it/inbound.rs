@@ -322,14 +322,7 @@ async fn a_group_commit_stores_all_or_nothing_and_spots_duplicates_within_it() {
     let c = ctx().await;
     let org = org(&c.store, "Lens & Lace").await;
     let source = stripe_source(&c.store, &org.id).await;
-    let ev = || NewEvent {
-        event_type: "payment.completed".into(),
-        subject: None,
-        time: c.clock_now(),
-        data: serde_json::json!({}),
-        couple_ref: None,
-        booking_ref: None,
-    };
+    let ev = || bare_event("payment.completed", c.clock_now());
     let out = c
         .store
         .ingest_many(vec![
@@ -402,14 +395,7 @@ async fn a_batch_failing_after_its_requests_are_written_keeps_none_of_them() {
             .await
             .expect("trigger");
     }
-    let ev = |event_type: &str| NewEvent {
-        event_type: event_type.into(),
-        subject: None,
-        time: c.clock_now(),
-        data: serde_json::json!({}),
-        couple_ref: None,
-        booking_ref: None,
-    };
+    let ev = |event_type: &str| bare_event(event_type, c.clock_now());
     let failed = c
         .store
         .ingest_many(vec![
@@ -864,14 +850,7 @@ async fn a_postgres_batch_wakes_every_nodes_workers_once_it_is_stored() {
         .listen(wedsync_store::queue::NOTIFY_CHANNEL)
         .await
         .expect("listen");
-    let ev = NewEvent {
-        event_type: "payment.completed".into(),
-        subject: None,
-        time: c.clock_now(),
-        data: serde_json::json!({}),
-        couple_ref: None,
-        booking_ref: None,
-    };
+    let ev = bare_event("payment.completed", c.clock_now());
     c.store
         .ingest(request(&source, org.id, "stripe:1"), vec![ev])
         .await
@@ -920,14 +899,7 @@ async fn routing_jobs_go_straight_to_a_local_pool_with_room() {
             Default::default(),
         )
         .spawn(stopped);
-    let ev = || NewEvent {
-        event_type: "payment.completed".into(),
-        subject: None,
-        time: c.clock_now(),
-        data: serde_json::json!({}),
-        couple_ref: None,
-        booking_ref: None,
-    };
+    let ev = || bare_event("payment.completed", c.clock_now());
     let ingest = |key: &'static str| {
         let (store, source, event) = (c.store.clone(), source.clone(), ev());
         async move {
@@ -1020,6 +992,7 @@ async fn a_pool_marks_events_routed_with_the_completion_of_their_job() {
     let org = org(&c.store, "Lens & Lace").await;
     let source = stripe_source(&c.store, &org.id).await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (ran_tx, mut ran) = tokio::sync::mpsc::unbounded_channel();
     let pool = wedsync_store::worker::WorkerPool::new(
         c.store.clone(),
         wedsync_store::worker::PoolConfig {
@@ -1031,19 +1004,15 @@ async fn a_pool_marks_events_routed_with_the_completion_of_their_job() {
     )
     .register(
         wedsync_store::inbound::ROUTE_KIND,
-        wedsync_store::inbound::route_handler(c.store.clone()),
+        Signalling {
+            inner: wedsync_store::inbound::route_handler(c.store.clone()),
+            ran: ran_tx,
+        },
         4,
         Default::default(),
     )
     .spawn(stopped);
-    let ev = NewEvent {
-        event_type: "payment.completed".into(),
-        subject: None,
-        time: c.clock_now(),
-        data: serde_json::json!({}),
-        couple_ref: None,
-        booking_ref: None,
-    };
+    let ev = bare_event("payment.completed", c.clock_now());
     let Ingested::Accepted { event_ids, .. } = c
         .store
         .ingest(request(&source, org.id, "stripe:1"), vec![ev])
@@ -1052,21 +1021,45 @@ async fn a_pool_marks_events_routed_with_the_completion_of_their_job() {
     else {
         panic!("accepted")
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (event, _) = c
-            .store
-            .get_event(&org.id, &event_ids[0])
-            .await
-            .expect("event");
-        if event.routedat.is_some() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "routed in time");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    // Once the job has run, stopping the pool waits for its recorder, which writes the
+    // completion and the marks.
+    tokio::time::timeout(std::time::Duration::from_secs(30), ran.recv())
+        .await
+        .expect("the routing job ran in time")
+        .expect("open");
     stop.send(true).expect("stop");
     pool.await.expect("pool");
+    let (event, _) = c
+        .store
+        .get_event(&org.id, &event_ids[0])
+        .await
+        .expect("event");
+    assert!(event.routedat.is_some(), "routed, and marked so");
+}
+
+/// A handler that runs `inner` and says so when an attempt has finished.
+struct Signalling<H> {
+    inner: H,
+    ran: tokio::sync::mpsc::UnboundedSender<()>,
+}
+
+impl<H: wedsync_store::worker::JobHandler> wedsync_store::worker::JobHandler for Signalling<H> {
+    fn run(&self, job: wedsync_store::queue::Job) -> wedsync_store::worker::JobFuture {
+        let attempt = self.inner.run(job);
+        let ran = self.ran.clone();
+        Box::pin(async move {
+            let outcome = attempt.await;
+            let _ = ran.send(());
+            outcome
+        })
+    }
+
+    fn on_success(
+        &self,
+        jobs: &[&wedsync_store::queue::Job],
+    ) -> Vec<(String, Vec<sea_orm::Value>)> {
+        self.inner.on_success(jobs)
+    }
 }
 
 /// An in-memory SQLite database lives only as long as its connection, so a failed ingest
@@ -1091,14 +1084,7 @@ async fn a_failed_batch_on_an_in_memory_database_keeps_the_database() {
     )
     .await
     .expect("trigger");
-    let ev = |event_type: &str| NewEvent {
-        event_type: event_type.into(),
-        subject: None,
-        time: chrono::Utc::now(),
-        data: serde_json::json!({}),
-        couple_ref: None,
-        booking_ref: None,
-    };
+    let ev = |event_type: &str| bare_event(event_type, chrono::Utc::now());
     let failed = store
         .ingest(
             request(&source, org.id, "stripe:bad"),
@@ -1123,4 +1109,16 @@ async fn a_failed_batch_on_an_in_memory_database_keeps_the_database() {
             .await
             .expect("count");
     assert_eq!(requests, 1, "only the good request");
+}
+
+/// An event of `event_type` at `time` with no data and no couple or booking named.
+fn bare_event(event_type: &str, time: chrono::DateTime<chrono::Utc>) -> NewEvent {
+    NewEvent {
+        event_type: event_type.into(),
+        subject: None,
+        time,
+        data: serde_json::json!({}),
+        couple_ref: None,
+        booking_ref: None,
+    }
 }
