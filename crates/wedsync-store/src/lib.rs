@@ -153,6 +153,9 @@ pub struct Store {
     /// Connections whose commits do not wait for the disk ([`Store::relaxed_connection`]);
     /// `None` for an in-memory SQLite database.
     relaxed: Option<DatabaseConnection>,
+    /// SQLite file only: the one connection [`Store::sqlite_write_once`] writes on (`None`:
+    /// the main pool).
+    writer: Option<DatabaseConnection>,
     clock: SharedClock,
     /// Wakes this process's idle workers after an enqueue commits (PostgreSQL nodes are also
     /// woken by `NOTIFY`; SQLite has only this).
@@ -235,6 +238,33 @@ impl Store {
         // WAL, and these commits with it.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let sqlite = db.get_database_backend() == DbBackend::Sqlite;
+        // An extra SQLite pool on the same file: `connections` of them, committing with
+        // `synchronous`.
+        let sqlite_pool = |connections: u32, synchronous: SqliteSynchronous| {
+            let busy = options.busy_timeout;
+            let mut pool = ConnectOptions::new(url);
+            pool.max_connections(connections)
+                .acquire_timeout(options.acquire_timeout)
+                .sqlx_logging(false)
+                .map_sqlx_sqlite_opts(move |o| {
+                    o.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(synchronous)
+                        .foreign_keys(true)
+                        .busy_timeout(busy)
+                        .statement_cache_capacity(STATEMENT_CACHE)
+                        .row_buffer_size(ROW_BUFFER)
+                });
+            Database::connect(pool)
+        };
+        // SQLite: the group-committed batches always go to the same connection. A
+        // connection that finds the database changed by another since its last
+        // transaction starts the next with an empty page cache, and the statement cache
+        // is per connection: rotating through the pool paid both on every batch.
+        let writer = if sqlite && !in_memory {
+            Some(sqlite_pool(1, SqliteSynchronous::Full).await?)
+        } else {
+            None
+        };
         let relaxed = if !sqlite {
             let mut relaxed = ConnectOptions::new(url);
             relaxed
@@ -254,20 +284,7 @@ impl Store {
             }
             Some(Database::connect(relaxed).await?)
         } else if !in_memory {
-            let busy = options.busy_timeout;
-            let mut relaxed = ConnectOptions::new(url);
-            relaxed
-                .max_connections(2)
-                .acquire_timeout(options.acquire_timeout)
-                .sqlx_logging(false)
-                .map_sqlx_sqlite_opts(move |o| {
-                    o.journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Normal)
-                        .foreign_keys(true)
-                        .busy_timeout(busy)
-                        .statement_cache_capacity(STATEMENT_CACHE)
-                });
-            Some(Database::connect(relaxed).await?)
+            Some(sqlite_pool(2, SqliteSynchronous::Normal).await?)
         } else {
             None
         };
@@ -275,6 +292,7 @@ impl Store {
             write_gate: sqlite.then(|| std::sync::Arc::new(tokio::sync::Semaphore::new(1))),
             db,
             relaxed,
+            writer,
             clock,
             wake: Default::default(),
             wake_epoch: Default::default(),
@@ -398,8 +416,12 @@ impl Store {
                 (pool.size(), pool.num_idle())
             }
         };
-        let mut all = Vec::with_capacity(2);
-        for (name, db) in [("main", Some(&self.db)), ("relaxed", self.relaxed.as_ref())] {
+        let mut all = Vec::with_capacity(3);
+        for (name, db) in [
+            ("main", Some(&self.db)),
+            ("relaxed", self.relaxed.as_ref()),
+            ("writer", self.writer.as_ref()),
+        ] {
             if let Some(db) = db {
                 let (open, idle) = stats(db);
                 all.push((name, open, idle));
@@ -455,7 +477,9 @@ impl Store {
         };
         let _turn = self.write_turn().await?;
         let mut connection = Abandoned(Some(
-            self.db
+            self.writer
+                .as_ref()
+                .unwrap_or(&self.db)
                 .get_sqlite_connection_pool()
                 .acquire()
                 .await
@@ -534,6 +558,9 @@ impl Store {
     pub async fn close(self) -> StoreResult<()> {
         if let Some(relaxed) = self.relaxed {
             relaxed.close().await?;
+        }
+        if let Some(writer) = self.writer {
+            writer.close().await?;
         }
         self.db.close().await.map_err(StoreError::from)
     }

@@ -1111,6 +1111,73 @@ async fn a_failed_batch_on_an_in_memory_database_keeps_the_database() {
     assert_eq!(requests, 1, "only the good request");
 }
 
+/// On a SQLite file, every group-committed batch is written on one dedicated connection
+/// (its page and statement caches stay warm). A failed batch closes that connection, which
+/// rolls the batch back; the next batch is written on a new one (the closing is
+/// asynchronous, so only its outcome is checked).
+#[tokio::test]
+async fn sqlite_batches_share_one_writer_connection_that_a_failure_replaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = wedsync_store::Store::connect(
+        &wedsync_store::StoreOptions::new(wedsync_store::StoreOptions::sqlite_in(dir.path())),
+        std::sync::Arc::new(wedsync_core::clock::SystemClock),
+    )
+    .await
+    .expect("connect")
+    .with_master_key(wedsync_store::secrets::MasterKey::generate());
+    store.migrate().await.expect("migrate");
+    let org = org(&store, "Lens & Lace").await;
+    let source = stripe_source(&store, &org.id).await;
+    wedsync_store::testing::execute_raw(
+        &store,
+        "CREATE TRIGGER explode BEFORE INSERT ON events WHEN NEW.event_type = 'test.explode' \
+         BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    )
+    .await
+    .expect("trigger");
+    let writer = |store: &wedsync_store::Store| {
+        store
+            .pool_stats()
+            .into_iter()
+            .find(|(name, ..)| *name == "writer")
+            .map(|(_, open, _)| open)
+    };
+    let ev = |event_type: &str| bare_event(event_type, chrono::Utc::now());
+    for i in 0..3 {
+        store
+            .ingest(
+                request(&source, org.id, &format!("stripe:ok{i}")),
+                vec![ev("payment.completed")],
+            )
+            .await
+            .expect("stored");
+    }
+    assert_eq!(writer(&store), Some(1), "three batches, one writer connection");
+    let failed = store
+        .ingest(
+            request(&source, org.id, "stripe:bad"),
+            vec![ev("test.explode")],
+        )
+        .await;
+    assert!(failed.is_err());
+    // Were the failed batch's connection returned to the one-connection pool still inside
+    // its transaction, this batch's BEGIN IMMEDIATE would fail on it.
+    let stored = store
+        .ingest(
+            request(&source, org.id, "stripe:after"),
+            vec![ev("payment.completed")],
+        )
+        .await
+        .expect("the next batch is stored");
+    assert!(matches!(stored, Ingested::Accepted { .. }));
+    assert_eq!(writer(&store), Some(1));
+    let requests =
+        wedsync_store::testing::query_i64(&store, "SELECT COUNT(*) AS n FROM inbound_requests")
+            .await
+            .expect("count");
+    assert_eq!(requests, 4, "the failed batch left nothing");
+}
+
 /// An event of `event_type` at `time` with no data and no couple or booking named.
 fn bare_event(event_type: &str, time: chrono::DateTime<chrono::Utc>) -> NewEvent {
     NewEvent {
