@@ -239,7 +239,9 @@ impl Store {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let sqlite = db.get_database_backend() == DbBackend::Sqlite;
         // An extra SQLite pool on the same file: `connections` of them, committing with
-        // `synchronous`.
+        // `synchronous`. Their statement journals (a multi-row insert that may abort midway
+        // needs one) stay in memory: past 64 KiB SQLite spills them to a temporary file,
+        // and a group commit's batch paid an open, writes, a close and an unlink for it.
         let sqlite_pool = |connections: u32, synchronous: SqliteSynchronous| {
             let busy = options.busy_timeout;
             let mut pool = ConnectOptions::new(url);
@@ -253,6 +255,7 @@ impl Store {
                         .busy_timeout(busy)
                         .statement_cache_capacity(STATEMENT_CACHE)
                         .row_buffer_size(ROW_BUFFER)
+                        .pragma("temp_store", "memory")
                 });
             Database::connect(pool)
         };
