@@ -1152,7 +1152,11 @@ async fn sqlite_batches_share_one_writer_connection_that_a_failure_replaces() {
             .await
             .expect("stored");
     }
-    assert_eq!(writer(&store), Some(1), "three batches, one writer connection");
+    assert_eq!(
+        writer(&store),
+        Some(1),
+        "three batches, one writer connection"
+    );
     let failed = store
         .ingest(
             request(&source, org.id, "stripe:bad"),
