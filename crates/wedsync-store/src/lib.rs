@@ -247,6 +247,9 @@ impl Store {
             let mut pool = ConnectOptions::new(url);
             pool.max_connections(connections)
                 .acquire_timeout(options.acquire_timeout)
+                // A local file's connection cannot drop: no ping before each use, which
+                // would be one more round trip to its thread inside the write turn.
+                .test_before_acquire(false)
                 .sqlx_logging(false)
                 .map_sqlx_sqlite_opts(move |o| {
                     o.journal_mode(SqliteJournalMode::Wal)
@@ -310,6 +313,12 @@ impl Store {
     /// cut only means work runs again.
     pub(crate) fn relaxed_connection(&self) -> &DatabaseConnection {
         self.relaxed.as_ref().unwrap_or(&self.db)
+    }
+
+    /// SQLite: the pool of one connection that [`Store::sqlite_write_once`] writes on (the
+    /// main pool for an in-memory database).
+    pub(crate) fn writer_connection(&self) -> &DatabaseConnection {
+        self.writer.as_ref().unwrap_or(&self.db)
     }
 
     /// The underlying connection, for crates that add their own tables later.
@@ -406,8 +415,9 @@ impl Store {
         self.db.ping().await.map_err(StoreError::from)
     }
 
-    /// Pool figures for metrics, one entry per pool: `main`, then `relaxed` where there is
-    /// one ([`Store::relaxed_connection`]), each with its open and idle connections.
+    /// Pool figures for metrics, one entry per pool: `main`, then `relaxed` and `writer`
+    /// where there are ([`Store::relaxed_connection`], [`Store::writer_connection`]), each
+    /// with its open and idle connections.
     pub fn pool_stats(&self) -> Vec<(&'static str, u32, usize)> {
         let stats = |db: &DatabaseConnection| match db.get_database_backend() {
             DbBackend::Sqlite => {
@@ -456,9 +466,11 @@ impl Store {
     /// taken, so the turn holds SQLite's own work and the disk sync, not three round trips
     /// to the thread and the binding. Returns the rows the statements produce, in order.
     ///
-    /// Should anything fail, or the caller be cancelled midway, the connection is closed
-    /// instead of going back to the pool: closing it rolls back whatever ran, so nothing
-    /// of the batch is kept and no pooled connection is left inside a transaction.
+    /// It runs on the store's writer connection ([`Store::writer_connection`]). Should
+    /// anything fail, the transaction is rolled back before the write turn is released, and
+    /// the connection is closed instead of going back to the pool; should the caller be
+    /// cancelled midway, it is closed too, which rolls back whatever ran. So nothing of the
+    /// batch is kept and no pooled connection is left inside a transaction.
     pub(crate) async fn sqlite_write_once(
         &self,
         statements: Vec<(String, Vec<sea_orm::Value>)>,
@@ -480,9 +492,7 @@ impl Store {
         };
         let _turn = self.write_turn().await?;
         let mut connection = Abandoned(Some(
-            self.writer
-                .as_ref()
-                .unwrap_or(&self.db)
+            self.writer_connection()
                 .get_sqlite_connection_pool()
                 .acquire()
                 .await
@@ -501,11 +511,15 @@ impl Store {
                 Ok(rows.into_iter().map(sea_orm::QueryResult::from).collect())
             }
             Err(error) => {
-                // An in-memory database lives only as long as its connection: there the
-                // transaction is rolled back and the connection kept. (Its error, when no
-                // transaction was open, says nothing that matters.)
-                if self.relaxed.is_none() {
-                    let _ = sea_orm::sqlx::query("ROLLBACK").execute(&mut **c).await;
+                // Rolled back here, before the write turn is released: closing the
+                // connection (below, in the background) would release SQLite's write lock
+                // only later, and the next writer would wait for it in the busy handler.
+                // An in-memory database lives only as long as its connection, which is
+                // kept; a file's is closed all the same, in case the rollback did not run.
+                // (The rollback's error, when no transaction was open, says nothing that
+                // matters.)
+                let _ = sea_orm::sqlx::query("ROLLBACK").execute(&mut **c).await;
+                if self.writer.is_none() {
                     connection.0.take();
                 }
                 Err(sqlx_err(error))

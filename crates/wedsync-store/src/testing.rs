@@ -116,9 +116,10 @@ pub async fn drop_audit_guards(store: &Store) -> StoreResult<()> {
     Ok(())
 }
 
-/// SQLite: `PRAGMA synchronous` on the main pool and on the relaxed pool that job claims and
-/// outcomes use (2 is FULL, 1 is NORMAL). `None` on PostgreSQL ([`pg_synchronous_commit`]).
-pub async fn sqlite_synchronous(store: &Store) -> StoreResult<Option<(i64, i64)>> {
+/// SQLite: `PRAGMA synchronous` on the main pool, on the relaxed pool that job claims and
+/// outcomes use, and on the writer connection that stores inbound batches (2 is FULL, 1 is
+/// NORMAL). `None` on PostgreSQL ([`pg_synchronous_commit`]).
+pub async fn sqlite_synchronous(store: &Store) -> StoreResult<Option<(i64, i64, i64)>> {
     if store.backend() != sea_orm::DbBackend::Sqlite {
         return Ok(None);
     }
@@ -139,7 +140,25 @@ pub async fn sqlite_synchronous(store: &Store) -> StoreResult<Option<(i64, i64)>
     Ok(Some((
         read(store.connection()).await?,
         read(relaxed).await?,
+        read(store.writer_connection()).await?,
     )))
+}
+
+/// SQLite: the rows the writer connection ([`Store::sqlite_write_once`]'s) has inserted,
+/// updated or deleted since it was opened (`total_changes()`). `None` on PostgreSQL.
+pub async fn sqlite_writer_changes(store: &Store) -> StoreResult<Option<i64>> {
+    if store.backend() != sea_orm::DbBackend::Sqlite {
+        return Ok(None);
+    }
+    let row = store
+        .writer_connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT total_changes()",
+        ))
+        .await?
+        .ok_or(crate::StoreError::NotFound)?;
+    Ok(Some(row.try_get_by_index::<i64>(0)?))
 }
 
 /// A source of `provider` for `org`, signing with `secret`, with default settings (100

@@ -927,7 +927,11 @@ async fn only_claims_and_outcomes_skip_the_disk_sync() {
         .await
         .expect("pragma")
     {
-        Some((main, relaxed)) => assert_eq!((main, relaxed), (2, 1), "FULL and NORMAL"),
+        Some((main, relaxed, writer)) => assert_eq!(
+            (main, relaxed, writer),
+            (2, 1, 2),
+            "FULL, NORMAL, and FULL for the inbound batches that are acknowledged"
+        ),
         None => assert_eq!(c.store.backend(), wedsync_store::Backend::Postgres),
     }
     match wedsync_store::testing::pg_synchronous_commit(&c.store)
