@@ -126,19 +126,19 @@ impl Sender {
     }
 }
 
+/// `clients` senders send the `requests` between them, each as soon as its previous one
+/// was answered. A sender whose connection fails counts one error and stops (its
+/// connection is gone); one that cannot connect fails the run.
 async fn closed_loop(
     addr: SocketAddr,
     path: &str,
     requests: Arc<Vec<Signed>>,
     clients: usize,
-) -> Run {
+) -> anyhow::Result<Run> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut senders = Vec::with_capacity(clients);
     for _ in 0..clients {
-        match Sender::connect(addr, path).await {
-            Ok(sender) => senders.push(sender),
-            Err(error) => eprintln!("a sender could not connect: {error}"),
-        }
+        senders.push(Sender::connect(addr, path).await?);
     }
     let load = common::MachineLoad::start();
     let start = Instant::now();
@@ -156,7 +156,12 @@ async fn closed_loop(
                 let t = Instant::now();
                 match sender.send(&requests[i]).await {
                     Ok(true) => latencies.push(t.elapsed()),
-                    _ => errors += 1,
+                    Ok(false) => errors += 1,
+                    Err(error) => {
+                        eprintln!("a sender's connection failed: {error}");
+                        errors += 1;
+                        break;
+                    }
                 }
             }
             (latencies, errors)
@@ -172,14 +177,14 @@ async fn closed_loop(
     }
     let took = start.elapsed();
     all.sort();
-    Run {
+    Ok(Run {
         rate: all.len() as f64 / took.as_secs_f64(),
         p50: percentile(&all, 0.5),
         p99: percentile(&all, 0.99),
         errors,
         busy: load.busy_percent(),
         routed_after: None,
-    }
+    })
 }
 
 /// Waits (at most 120 s) until no routing job is ready or running; how long that took.
@@ -381,16 +386,16 @@ async fn measure(
     let mut out = Vec::new();
     out.push((
         "plain 200 (baseline)".to_owned(),
-        closed_loop(addr, "/bench/plain", sign("p", n), CLIENTS).await,
+        closed_loop(addr, "/bench/plain", sign("p", n), CLIENTS).await?,
     ));
     out.push((
         "verify only".to_owned(),
-        closed_loop(addr, "/bench/verify", sign("v", n), CLIENTS).await,
+        closed_loop(addr, "/bench/verify", sign("v", n), CLIENTS).await?,
     ));
-    let mut full = closed_loop(addr, &source.inbound_path, sign("f", n), CLIENTS).await;
+    let mut full = closed_loop(addr, &source.inbound_path, sign("f", n), CLIENTS).await?;
     full.routed_after = Some(routing_drained(&store).await?);
     out.push(("full pipeline".to_owned(), full));
-    let mut many = closed_loop(addr, &source.inbound_path, sign("m", n), MANY_CLIENTS).await;
+    let mut many = closed_loop(addr, &source.inbound_path, sign("m", n), MANY_CLIENTS).await?;
     many.routed_after = Some(routing_drained(&store).await?);
     out.push((format!("full pipeline, {MANY_CLIENTS} clients"), many));
     out.push((
