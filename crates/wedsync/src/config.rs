@@ -51,6 +51,7 @@ retention_days = 30
 [outbound]
 concurrency = 256
 per_endpoint_concurrency = 8
+slot_wait_ms = 1000
 retry_schedule_seconds = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
 jitter = 0.2
 disable_after_days = 5
@@ -121,6 +122,9 @@ pub struct OutboundSettings {
     pub concurrency: u32,
     /// Attempts in flight to one endpoint on this node.
     pub per_endpoint_concurrency: u32,
+    /// How long an attempt waits on this node for one of its endpoint's slots before it
+    /// goes back to the queue for later (0: at once).
+    pub slot_wait_ms: u64,
     /// The delay before each retry, in seconds; the number of entries is the number of
     /// retries (the first try comes on top).
     pub retry_schedule_seconds: Vec<u64>,
@@ -411,6 +415,13 @@ impl Settings {
                 "concurrency and per_endpoint_concurrency must be above 0".into(),
             );
         }
+        // The wait holds a delivery slot and the job's lease: a minute at most.
+        if o.slot_wait_ms > 60_000 {
+            return fail(
+                "outbound.slot_wait_ms",
+                "must be at most 60000 (a minute)".into(),
+            );
+        }
         if o.retry_schedule_seconds.is_empty() || o.retry_schedule_seconds.len() > 50 {
             return fail(
                 "outbound.retry_schedule_seconds",
@@ -532,7 +543,7 @@ impl Settings {
                 ..Default::default()
             },
             per_endpoint_concurrency: o.per_endpoint_concurrency as usize,
-            ..Default::default()
+            slot_wait: std::time::Duration::from_millis(o.slot_wait_ms),
         }
     }
 
@@ -778,6 +789,10 @@ mod tests {
                 &[("WEDSYNC_INBOUND__PEAK_MULTIPLIER", "0.5")],
                 "inbound.peak_multiplier",
             ),
+            (
+                &[("WEDSYNC_OUTBOUND__SLOT_WAIT_MS", "60001")],
+                "outbound.slot_wait_ms",
+            ),
         ];
         for (env, key) in cases {
             let err = load(env, &Overrides::default())
@@ -785,6 +800,24 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{err:?} should name {key}");
         }
+    }
+
+    #[test]
+    fn the_slot_wait_reaches_the_delivery_policy() {
+        let defaults = load(&[], &Overrides::default()).expect("defaults");
+        assert_eq!(
+            defaults.delivery_policy().slot_wait,
+            std::time::Duration::from_secs(1)
+        );
+        let s = load(
+            &[("WEDSYNC_OUTBOUND__SLOT_WAIT_MS", "250")],
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            s.delivery_policy().slot_wait,
+            std::time::Duration::from_millis(250)
+        );
     }
 
     #[test]
