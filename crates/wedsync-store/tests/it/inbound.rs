@@ -1067,23 +1067,7 @@ impl<H: wedsync_store::worker::JobHandler> wedsync_store::worker::JobHandler for
 /// database and what it held survive, and the next batch is stored.
 #[tokio::test]
 async fn a_failed_batch_on_an_in_memory_database_keeps_the_database() {
-    let store = wedsync_store::Store::connect(
-        &wedsync_store::StoreOptions::new("sqlite::memory:"),
-        std::sync::Arc::new(wedsync_core::clock::SystemClock),
-    )
-    .await
-    .expect("connect")
-    .with_master_key(wedsync_store::secrets::MasterKey::generate());
-    store.migrate().await.expect("migrate");
-    let org = org(&store, "Lens & Lace").await;
-    let source = stripe_source(&store, &org.id).await;
-    wedsync_store::testing::execute_raw(
-        &store,
-        "CREATE TRIGGER explode BEFORE INSERT ON events WHEN NEW.event_type = 'test.explode' \
-         BEGIN SELECT RAISE(ABORT, 'boom'); END",
-    )
-    .await
-    .expect("trigger");
+    let (store, org, source) = exploding_sqlite("sqlite::memory:").await;
     let ev = |event_type: &str| bare_event(event_type, chrono::Utc::now());
     let failed = store
         .ingest(
@@ -1118,23 +1102,8 @@ async fn a_failed_batch_on_an_in_memory_database_keeps_the_database() {
 #[tokio::test]
 async fn sqlite_batches_share_one_writer_connection_that_a_failure_replaces() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = wedsync_store::Store::connect(
-        &wedsync_store::StoreOptions::new(wedsync_store::StoreOptions::sqlite_in(dir.path())),
-        std::sync::Arc::new(wedsync_core::clock::SystemClock),
-    )
-    .await
-    .expect("connect")
-    .with_master_key(wedsync_store::secrets::MasterKey::generate());
-    store.migrate().await.expect("migrate");
-    let org = org(&store, "Lens & Lace").await;
-    let source = stripe_source(&store, &org.id).await;
-    wedsync_store::testing::execute_raw(
-        &store,
-        "CREATE TRIGGER explode BEFORE INSERT ON events WHEN NEW.event_type = 'test.explode' \
-         BEGIN SELECT RAISE(ABORT, 'boom'); END",
-    )
-    .await
-    .expect("trigger");
+    let url = wedsync_store::StoreOptions::sqlite_in(dir.path());
+    let (store, org, source) = exploding_sqlite(&url).await;
     let writer_changes = |store: wedsync_store::Store| async move {
         wedsync_store::testing::sqlite_writer_changes(&store)
             .await
@@ -1182,6 +1151,35 @@ async fn sqlite_batches_share_one_writer_connection_that_a_failure_replaces() {
             .await
             .expect("count");
     assert_eq!(requests, 4, "the failed batch left nothing");
+}
+
+/// A migrated SQLite store at `url` with an organisation and a Stripe source, where an
+/// event of type `test.explode` makes its batch's transaction fail.
+async fn exploding_sqlite(
+    url: &str,
+) -> (
+    wedsync_store::Store,
+    wedsync_core::org::Organization,
+    wedsync_store::sources::Source,
+) {
+    let store = wedsync_store::Store::connect(
+        &wedsync_store::StoreOptions::new(url),
+        std::sync::Arc::new(wedsync_core::clock::SystemClock),
+    )
+    .await
+    .expect("connect")
+    .with_master_key(wedsync_store::secrets::MasterKey::generate());
+    store.migrate().await.expect("migrate");
+    let org = org(&store, "Lens & Lace").await;
+    let source = stripe_source(&store, &org.id).await;
+    wedsync_store::testing::execute_raw(
+        &store,
+        "CREATE TRIGGER explode BEFORE INSERT ON events WHEN NEW.event_type = 'test.explode' \
+         BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    )
+    .await
+    .expect("trigger");
+    (store, org, source)
 }
 
 /// An event of `event_type` at `time` with no data and no couple or booking named.
